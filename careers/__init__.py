@@ -1,0 +1,1 @@
+"""O*NET taxonomy, career-history schema, dataset loaders and the synthetic generator."""

@@ -1,0 +1,1 @@
+"""DSPy modules: the two-step program and LM-free baselines."""

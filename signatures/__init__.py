@@ -1,0 +1,1 @@
+"""DSPy signatures of the reasoned next-occupation method (issue 4)."""
