@@ -1,0 +1,34 @@
+# nextocc — setup, tests and the main jobs. Every target works on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True
+export NEXTOCC_DATA_DIR ?= ../shared/data
+
+.PHONY: install test test-fast lint demo evaluate
+
+# Creates the virtual environment; torch 2.13.0 (CPU build) first, then the package with its dev extra.
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# The test command (README and CI): the default suite plus the few integration tests with the embedded model.
+test: install
+	$(PY) -m pytest -q
+
+# Unit tests only (no embedded model).
+test-fast: install
+	$(PY) -m pytest -q -m "not integration"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# The main job on the embedded default model (see README).
+demo: install
+	$(PY) -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --split dev --limit 50

