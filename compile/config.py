@@ -1,0 +1,76 @@
+"""Configuration of ``python -m compile.optimize`` (YAML file plus ``--field value`` overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
+MODES = ("two_step", "joint")
+
+
+@dataclass
+class OptimizeConfig:
+    """Every knob of a compile run. Each field's ``help`` is shown by ``--help``."""
+
+    # data
+    dataset: str = field(default="synthetic", metadata={"help": "Dataset spec: nlsy79, synthetic, jsonl:PATH, csv:PATH, jobhop:PATH, ..."})
+    data_dir: str | None = field(default=None, metadata={"help": "Data directory (default: $NEXTOCC_DATA_DIR)."})
+    n_train: int = field(default=24, metadata={"help": "Training persons/examples used for oracle reasons and optimization."})
+    n_dev: int = field(default=16, metadata={"help": "Dev examples for validation of the optimized program."})
+    n_test: int = field(default=16, metadata={"help": "Test examples for the final metrics."})
+    synthetic_persons: int = field(default=600, metadata={"help": "Persons generated when dataset is synthetic."})
+    # program and LMs
+    mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
+    teacher_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the teacher that writes candidate reasons (lms.resolve_lm)."})
+    judge_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the judge."})
+    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote teacher/judge LMs (vLLM/SGLang/Ollama)."})
+    max_tokens: int = field(default=96, metadata={"help": "Max new tokens per generated field."})
+    # candidates
+    candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})
+    temperature: float = field(default=0.9, metadata={"help": "Sampling temperature for candidate reasons."})
+    rationalize: bool = field(default=False, metadata={"help": "Show the teacher the gold occupation (rationalization mode; off as in the paper)."})
+    # selection
+    threshold_factuality: float = field(default=3, metadata={"help": "Minimum factuality score (1-5) of an oracle reason."})
+    threshold_coherence: float = field(default=3, metadata={"help": "Minimum coherence score (1-5) of an oracle reason."})
+    threshold_utility: float = field(default=3, metadata={"help": "Minimum utility score (1-5) of an oracle reason."})
+    weight_factuality: float = field(default=1.0, metadata={"help": "Weight of factuality in the oracle score."})
+    weight_coherence: float = field(default=1.0, metadata={"help": "Weight of coherence in the oracle score."})
+    weight_utility: float = field(default=1.0, metadata={"help": "Weight of utility in the oracle score."})
+    min_dpo_gap: float = field(default=0.5, metadata={"help": "Minimum oracle-score gap between DPO chosen and rejected reasons."})
+    # optimizer
+    optimizer: str = field(default="bootstrap", metadata={"help": f"Prompt optimizer: one of {', '.join(OPTIMIZERS)}."})
+    max_bootstrapped_demos: int = field(default=2, metadata={"help": "Bootstrapped demos per predictor (bootstrap, random_search, mipro)."})
+    max_labeled_demos: int = field(default=2, metadata={"help": "Labeled demos per predictor."})
+    num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search / trials for mipro."})
+    gepa_max_metric_calls: int = field(default=60, metadata={"help": "Budget of metric calls for GEPA."})
+    # run
+    seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and optimizers."})
+    threads: int = field(default=4, metadata={"help": "Threads for DSPy Evaluate/Parallel (local LMs batch concurrent calls)."})
+    retries: int = field(default=2, metadata={"help": "Retries (with exponential backoff) of a failing LM/judge call."})
+    max_errors: int = field(default=50, metadata={"help": "Stop the run clearly when more than this many examples failed."})
+    output_dir: str = field(default="runs/compile", metadata={"help": "Parent folder of run directories."})
+    run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        for name in ("n_train", "candidates_per_person", "threads", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("n_dev", "n_test", "retries", "max_errors"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"factuality": self.threshold_factuality, "coherence": self.threshold_coherence,
+                "utility": self.threshold_utility}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {"factuality": self.weight_factuality, "coherence": self.weight_coherence,
+                "utility": self.weight_utility}

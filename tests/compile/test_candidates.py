@@ -1,0 +1,84 @@
+import dspy
+import pytest
+
+from compile.candidates import CandidateSteps, TooManyErrors, example_id, generate_candidates, with_retries
+
+
+class ListWriter:
+    def __init__(self):
+        self.rows = []
+
+    def write(self, row):
+        self.rows.append(row)
+
+
+def examples(n=3):
+    return [dspy.Example(person_id=str(i), history=f"1. 2001-2004: Cashier {i}", occupation="Cashiers",
+                         onet_code="41-2011.00", gold_codes=["41-2011.00"]).with_inputs("history") for i in range(n)]
+
+
+def steps(fail_judge_for=None, fail_teacher=False):
+    def reason(ex, i):
+        if fail_teacher:
+            raise TimeoutError("teacher timed out")
+        return f"reason {i} for {ex.person_id}"
+
+    def judge(ex, r):
+        if fail_judge_for and ex.person_id in fail_judge_for:
+            raise RuntimeError("judge down")
+        return dspy.Prediction(factuality=4, coherence=3, utility=5, oracle_score=4.0, failures=[],
+                               factuality_justification="ok")
+
+    return CandidateSteps(
+        reason=reason,
+        predict=lambda ex, r: dspy.Prediction(occupation="Cashiers", onet_code="41-2011.00", matched=True),
+        judge=judge,
+        signals=lambda ex, r, p: {"grounding": 1.0},
+    )
+
+
+def test_generates_n_per_example_and_resumes():
+    w = ListWriter()
+    exs = examples(3)
+    stats = generate_candidates(exs, steps(), w, n=2)
+    assert stats["generated"] == 6 and stats["errors"] == 0
+    rec = w.rows[0]
+    assert rec["factuality"] == 4 and rec["predicted_correct"] and rec["justifications"] == {"factuality": "ok"}
+    done = {(r["example_id"], r["candidate"]) for r in w.rows[:4]}
+    w2 = ListWriter()
+    stats = generate_candidates(exs, steps(), w2, n=2, done=done)
+    assert stats["generated"] == 2 and stats["skipped"] == 4
+    assert {(r["example_id"], r["candidate"]) for r in w2.rows}.isdisjoint(done)
+
+
+def test_failures_are_recorded_not_raised():
+    w = ListWriter()
+    stats = generate_candidates(examples(3), steps(fail_judge_for={"1"}), w, n=1, retries=1, max_errors=5)
+    assert stats["errors"] == 1 and stats["failed_examples"] == 1
+    bad = [r for r in w.rows if r["error"]]
+    assert bad[0]["person_id"] == "1" and "judge down" in bad[0]["error"] and bad[0]["reason"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_max_errors_stops_clearly(threads):
+    w = ListWriter()
+    with pytest.raises(TooManyErrors, match="max_errors=1"):
+        generate_candidates(examples(4), steps(fail_teacher=True), w, n=1, retries=0, max_errors=1, threads=threads)
+    assert all(r["error"] for r in w.rows)
+
+
+def test_retry_backoff_then_success():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("boom")
+        return "ok"
+
+    assert with_retries(flaky, retries=2, backoff=0.001) == "ok" and len(calls) == 3
+
+
+def test_example_id_is_stable_and_distinct():
+    a, b = examples(2)
+    assert example_id(a) == example_id(a.copy()) and example_id(a) != example_id(b)
