@@ -13,6 +13,7 @@ that DSPy places inside the ``history`` input field, so it cannot change instruc
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import re
@@ -62,6 +63,11 @@ def clean_text(value: Any, *, field: str, max_len: int = MAX_TEXT, required: boo
     return text
 
 
+@functools.lru_cache(maxsize=1)
+def _this_year() -> int:
+    return _dt.date.today().year
+
+
 def _check_year(value: Any, field: str) -> int | None:
     if value is None or value == "":
         return None
@@ -72,7 +78,7 @@ def _check_year(value: Any, field: str) -> int | None:
             value = int(value.strip())
         else:
             raise ValueError(f"{field} must be a year (integer), got {value!r}")
-    this_year = _dt.date.today().year
+    this_year = _this_year()
     if not MIN_YEAR <= value <= this_year:
         raise ValueError(f"{field}={value} is outside {MIN_YEAR}-{this_year}")
     return value

@@ -1,1 +1,30 @@
-"""In-process local LMs for DSPy: the embedded default model and the local engine (issue 3)."""
+"""In-process local LMs for DSPy: the embedded default model and the local engine (issue 3).
+
+Public API:
+
+* :func:`load` -- ``lms.load("local:gemma-3-270m")`` (default), ``"local:/path/to/hf_folder"``,
+  ``"local:/base+/adapter"``, or any litellm model string (``"openai/gpt-4.1-mini"``) -> ``dspy.LM``.
+* :func:`resolve_lm` -- the same from a string, dict or dataclass (teacher/judge/student specs in configs).
+* :class:`LocalEngine` -- the engine behind local LMs (batching, structured output, constrained decoding).
+* :func:`rank_options` / :func:`option_logprob` -- log-probabilities of closed-list options (e.g. O*NET titles).
+* :func:`is_local` -- whether a ``dspy.LM`` runs in-process.
+
+The embedded model is Google's Gemma 3 270M, used under the Gemma Terms of Use (https://ai.google.dev/gemma/terms);
+see ``lms.model_store``.
+"""
+
+from lms.local_engine import LocalEngine
+from lms.model_store import DEFAULT_SPEC, is_local_spec, parse_local_spec
+from lms.resolve import is_local, load, option_logprob, rank_options, resolve_lm
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "LocalEngine",
+    "is_local",
+    "is_local_spec",
+    "load",
+    "option_logprob",
+    "parse_local_spec",
+    "rank_options",
+    "resolve_lm",
+]

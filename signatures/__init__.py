@@ -1,1 +1,32 @@
-"""DSPy signatures of the reasoned next-occupation method (issue 4)."""
+"""DSPy signatures of the reasoned next-occupation method (issue 4).
+
+* :mod:`signatures.reasoning` — reason generation and occupation prediction (two-step, joint, direct).
+* :mod:`signatures.candidates` — hybrid variants with a supervised baseline's candidates as an input.
+* :mod:`signatures.judges` — the LM judges of a reason (factuality, coherence, utility).
+"""
+
+from signatures.candidates import (
+    GenerateReasonWithCandidates,
+    PredictDirectWithCandidates,
+    PredictOccupationWithCandidates,
+    ReasonAndPredictWithCandidates,
+    format_candidates,
+)
+from signatures.judges import SCORE_RANGE, JudgeCoherence, JudgeFactuality, JudgeUtility
+from signatures.reasoning import GenerateReason, PredictDirect, PredictOccupation, ReasonAndPredict
+
+__all__ = [
+    "GenerateReason",
+    "PredictOccupation",
+    "ReasonAndPredict",
+    "PredictDirect",
+    "GenerateReasonWithCandidates",
+    "PredictOccupationWithCandidates",
+    "ReasonAndPredictWithCandidates",
+    "PredictDirectWithCandidates",
+    "format_candidates",
+    "JudgeFactuality",
+    "JudgeCoherence",
+    "JudgeUtility",
+    "SCORE_RANGE",
+]
