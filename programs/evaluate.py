@@ -1,0 +1,194 @@
+"""Evaluates an LM-free baseline on a dataset split: ``python -m programs.evaluate``.
+
+Example::
+
+    python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data-dir ../shared/data
+    python -m programs.evaluate --config configs/eval.yaml --k 10
+
+The baseline is fitted on the train split and scored on ``--split`` with :mod:`metrics.accuracy`. Each
+invocation writes a run directory (:mod:`programs.run_dir`) holding ``config.yaml`` (the resolved
+configuration), ``metrics.json`` (the results dict), ``predictions.jsonl`` (one record per example) and
+``model.json`` (the fitted baseline). :func:`run_evaluation` is the importable entry point; :func:`main`
+is a thin command-line wrapper that also prints the results table.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from careers.onet import OnetTaxonomy
+from metrics.accuracy import evaluate_predictions
+from programs.baselines import BASELINES, make_baseline
+from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, write_config, write_json
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+TABLE_COLUMNS = ("AccEM", "AccRM", "Acc@{k}", "MRR", "soc_major", "n")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate an LM-free next-occupation baseline on a dataset split."""
+
+    dataset: str = field(default="synthetic", metadata={"help": "Dataset spec: nlsy79, synthetic or jsonl:PATH."})
+    program: str = field(default="markov", metadata={"help": f"Baseline to fit and evaluate: {sorted(BASELINES)}."})
+    split: str = field(default="dev", metadata={"help": "Split to evaluate on: train, dev or test."})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "Data directory with onet/, soc/, nlsy79/ (default: $NEXTOCC_DATA_DIR or the user cache)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the person-level split (and of synthetic data)."})
+    output_dir: str = field(default="runs", metadata={"help": "Parent folder of the run directories."})
+    run_name: str | None = field(default=None, metadata={
+        "help": "Name of this run's directory (default: <program>-<dataset>-<timestamp>)."})
+    k: int = field(default=5, metadata={"help": "Length of the ranked predictions; Acc@k is reported for it."})
+    alpha: float = field(default=0.1, metadata={"help": "Add-alpha smoothing pseudo-count of the baselines."})
+    lam: float | None = field(default=None, metadata={
+        "help": "Return weight of return_markov in [0, 1]; default: the train rate of returns."})
+    max_examples: int | None = field(default=None, metadata={
+        "help": "Evaluate only the first N examples of the split (quick runs); default all."})
+    log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
+
+    def __post_init__(self):
+        if self.program not in BASELINES:
+            raise ValueError(f"program must be one of {sorted(BASELINES)}, got {self.program!r}.")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}.")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}.")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}.")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ValueError(f"max_examples must be positive, got {self.max_examples}.")
+        if not self.dataset:
+            raise ValueError("dataset must not be empty (nlsy79, synthetic or jsonl:PATH).")
+
+
+def _load_splits(config: EvalConfig) -> Any:
+    from careers.datasets import load_dataset  # imported late: only needed when no splits are injected
+
+    return load_dataset(config.dataset, config.data_dir, config.seed)
+
+
+def _prediction_record(example: Any, pred: Any, row: dict[str, Any]) -> dict[str, Any]:
+    scores = {k: v for k, v in row.items() if k not in ("gold_codes", "pred_code", "matched")}
+    return {
+        "person_id": example.get("person_id"),
+        "states": list(example.get("states") or []),
+        "gold_occupation": example.get("occupation"),
+        "gold_codes": row["gold_codes"],
+        "gold_state": example.get("gold_state"),
+        "occupation": pred.get("occupation"),
+        "onet_code": pred.get("onet_code"),
+        "state": pred.get("state"),
+        "matched": row["matched"],
+        "ranked": [list(r) for r in pred.get("ranked") or []],
+        "scores": scores,
+    }
+
+
+def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxonomy | None = None) -> dict[str, Any]:
+    """Fits the configured baseline on train, evaluates it on the split and writes the run directory.
+
+    Args:
+        config: The evaluation config.
+        splits: Preloaded splits (an object with ``train``/``dev``/``test`` lists of examples, such as
+            :class:`careers.splits.DatasetSplits`); None loads ``config.dataset`` with
+            ``careers.datasets.load_dataset``.
+        taxonomy: A loaded taxonomy; None loads it from ``config.data_dir``.
+
+    Returns:
+        ``{"dataset", "program", "split", "k", "metrics", "n_train", "dataset_stats", "model", "seconds",
+        "run_dir"}``; ``metrics`` is :func:`metrics.accuracy.evaluate_predictions` (Acc@1 and Acc@k, without
+        the per-example rows, which go to ``predictions.jsonl``) plus ``state_acc``, the percentage of
+        predicted state keys equal to the gold state (NLSY79: the 1980 Census category).
+
+    Raises:
+        ValueError: When the train split has no examples.
+    """
+    t0 = time.perf_counter()
+    run_dir = make_run_dir(config.output_dir, config.run_name,
+                           prefix=f"{config.program}-{config.dataset.split(':')[0]}")
+    write_config(run_dir, config)
+    taxonomy = taxonomy or OnetTaxonomy.load(config.data_dir)
+    if splits is None:
+        splits = _load_splits(config)
+    train, evalset = list(splits.train), list(getattr(splits, config.split))
+    if not train:
+        raise ValueError(f"Dataset {config.dataset!r} has no training examples to fit {config.program!r} on.")
+    if config.max_examples:
+        evalset = evalset[: config.max_examples]
+    kwargs: dict[str, Any] = {"k": config.k, "alpha": config.alpha, "taxonomy": taxonomy}
+    if config.program == "return_markov":
+        kwargs["lam"] = config.lam
+    model = make_baseline(config.program, **kwargs).fit(train)
+    model.save(run_dir / "model.json")
+    logger.info("Fitted %s on %d train examples; evaluating %d %s examples", config.program, len(train),
+                len(evalset), config.split)
+
+    preds = [model(history=ex.get("history"), states=ex.get("states"), career=ex.get("career")) for ex in evalset]
+    scored = evaluate_predictions(evalset, preds, taxonomy, ks=tuple(sorted({1, config.k})))
+    rows = scored.pop("per_example")
+    # state-level accuracy (e.g. the 1980 Census category for NLSY79): the baselines' own label space
+    with_state = [(ex.get("gold_state"), pred.get("state")) for ex, pred in zip(evalset, preds, strict=True)
+                  if ex.get("gold_state")]
+    if with_state:
+        scored["state_acc"] = 100 * sum(g == p for g, p in with_state) / len(with_state)
+    with JsonlWriter(run_dir / "predictions.jsonl") as out:
+        for ex, pred, row in zip(evalset, preds, rows, strict=True):
+            out.write(_prediction_record(ex, pred, row))
+
+    results: dict[str, Any] = {
+        "dataset": config.dataset,
+        "program": config.program,
+        "split": config.split,
+        "k": config.k,
+        "metrics": scored,
+        "n_train": len(train),
+        "dataset_stats": dict(getattr(splits, "stats", {}) or {}),
+        "model": {"lam": getattr(model, "lam", None), "exclude_current": model.exclude_current},
+        "seconds": round(time.perf_counter() - t0, 2),
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "metrics.json", results)
+    logger.info("Wrote %s", run_dir)
+    return results
+
+
+def results_table(results: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table (one row per results dict): AccEM, AccRM, Acc@k, MRR, SOC-major accuracy, n."""
+    rows = []
+    for res in results:
+        m, k = res["metrics"], res.get("k", 5)
+        rows.append({
+            "dataset": res["dataset"], "program": res["program"], "split": res["split"],
+            "AccEM": round(m["AccEM"], 2), "AccRM": round(m["AccRM"], 2), f"Acc@{k}": round(m[f"Acc@{k}"], 2),
+            "MRR": round(m["MRR"], 4), "SOC-major": round(m["soc_major"], 2), "n": m["n"],
+        })
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: parses the config, runs the evaluation, prints the table."""
+    try:
+        config = load_config(EvalConfig, argv, description=EvalConfig.__doc__)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.info("Config: %s", asdict(config))
+    results = run_evaluation(config)
+    print(results_table([results]))
+    print(f"run directory: {Path(results['run_dir'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

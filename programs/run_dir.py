@@ -1,0 +1,342 @@
+"""Run-directory utilities shared by the command-line tools (TRL-style).
+
+One directory per invocation (:func:`make_run_dir`) holds the resolved configuration
+(:func:`write_config`, secrets redacted), results written atomically (:func:`write_json`) and
+record streams that survive a crash (:class:`JsonlWriter` / :func:`read_jsonl`).
+
+:func:`load_config` builds a dataclass config from ``--config file.yaml`` plus ``--field value`` flags.
+Each dataclass field must carry ``metadata={"help": ...}``; precedence is defaults < YAML < flags.
+Unknown YAML keys and values of the wrong type are rejected with messages that name the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import os
+import types
+import typing
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+SECRET_MARKERS = ("key", "token", "secret", "password")
+REDACTED = "***"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or flag is invalid; the message names the key."""
+
+
+# ---------------------------------------------------------------------- run directories
+def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix: str = "run") -> Path:
+    """Creates the directory of one invocation.
+
+    Args:
+        output_dir: Parent folder of all runs (created when missing).
+        name: The run's folder name; None gives ``<prefix>-YYYYmmdd-HHMMSS`` (a ``-2``, ``-3`` ... suffix
+            keeps concurrent invocations apart).
+        prefix: Prefix of generated names, e.g. the program name.
+
+    Returns:
+        The new, empty run directory.
+
+    Raises:
+        FileExistsError: When an explicitly named run directory already exists and is not empty.
+    """
+    parent = Path(output_dir)
+    parent.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        path = parent / name
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"Run directory {path} already exists and is not empty; choose another name.")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{prefix}-{stamp}"
+    for i in range(1, 10_000):
+        path = parent / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        logger.info("Run directory: %s", path)
+        return path
+    raise FileExistsError(f"Could not create a fresh run directory under {parent}.")
+
+
+def _plain(obj: Any) -> Any:
+    """YAML/JSON-safe copy: dataclasses and mappings to dicts, tuples to lists, paths to strings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def is_secret_key(key: str) -> bool:
+    """True for keys that name a secret (containing key, token, secret or password)."""
+    low = str(key).lower()
+    return any(marker in low for marker in SECRET_MARKERS)
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a config with the values of secret-named keys replaced by ``'***'`` (recursively)."""
+    obj = _plain(obj)
+    if isinstance(obj, dict):
+        return {k: (REDACTED if is_secret_key(k) and v is not None else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique sibling created with open(..., "x"): the usual umask-based permissions (mkstemp would give 0600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_config(run_dir: str | os.PathLike, config: Any, filename: str = "config.yaml") -> Path:
+    """Writes the resolved configuration (dataclass or mapping) as YAML, with secrets redacted.
+
+    Returns:
+        The path of the written file.
+    """
+    path = Path(run_dir) / filename
+    _atomic_write_text(path, yaml.safe_dump(redact(config), sort_keys=False, allow_unicode=True))
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Writes JSON atomically (temporary file in the same folder, fsync, ``os.replace``).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    _atomic_write_text(path, json.dumps(_plain(obj), indent=indent, ensure_ascii=False) + "\n")
+    return path
+
+
+class JsonlWriter:
+    """Appends JSON records one per line; each record is flushed and fsynced before ``write`` returns.
+
+    Use as a context manager: ``with JsonlWriter(run_dir / "predictions.jsonl") as out: out.write(rec)``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.count = 0
+
+    def write(self, record: Any) -> None:
+        """Appends one record."""
+        self._fh.write(json.dumps(_plain(record), ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.count += 1
+
+    def close(self) -> None:
+        """Closes the file."""
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Reads a JSONL file; a truncated last line (an interrupted write) is skipped with a warning.
+
+    Raises:
+        ValueError: For an unreadable line other than the last, naming the file and line number.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines):
+                logger.warning("%s: skipping truncated last line %d", path, i)
+                break
+            raise ValueError(f"{path}, line {i}: not valid JSON ({exc.msg}).") from None
+    return records
+
+
+# ---------------------------------------------------------------------- config loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
+    """Validates (YAML) or parses (command line text) ``value`` as type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (from_text and str(value).lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, from_text=from_text)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice or (from_text and str(value) == str(choice)):
+                return choice
+        raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}.")
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        items = value
+        if from_text and isinstance(value, str):
+            items = [v for v in value.split(",") if v.strip()]
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}.")
+        item_tp = args[0] if args else Any
+        out = [_coerce(v, item_tp, f"{key}[{i}]", from_text=from_text) for i, v in enumerate(items)]
+        return tuple(out) if origin is tuple or tp is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if from_text and str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text:
+            try:
+                return int(str(value))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text:
+            try:
+                return float(str(value))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}.")
+    if tp is Path:
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+        raise ConfigError(f"{key}: expected a path, got {value!r}.")
+    return value
+
+
+def _help(field: dataclasses.Field, hint: Any) -> str:
+    text = field.metadata.get("help")
+    if not text:
+        raise TypeError(f"Config field {field.name!r} has no metadata={{'help': ...}}; every field needs help text.")
+    default = field.default if field.default is not dataclasses.MISSING else None
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = field.default_factory()  # type: ignore[misc]
+    return f"{text} (type: {_type_name(hint)}; default: {default!r})"
+
+
+def build_parser(dataclass_type: type, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with ``--config`` and one ``--field`` flag per dataclass field (defaults suppressed)."""
+    hints = typing.get_type_hints(dataclass_type)
+    parser = argparse.ArgumentParser(description=description or (dataclass_type.__doc__ or "").strip().split("\n")[0],
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file of field values; flags given on the command line override it.")
+    for field in dataclasses.fields(dataclass_type):
+        flags = [f"--{field.name}"]
+        if "_" in field.name:
+            flags.append(f"--{field.name.replace('_', '-')}")
+        parser.add_argument(*flags, dest=field.name, metavar=field.name.upper(), help=_help(field, hints[field.name]))
+    return parser
+
+
+def load_config(dataclass_type: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Builds a config dataclass from ``--config file.yaml`` and ``--field value`` overrides.
+
+    Args:
+        dataclass_type: A dataclass whose fields each have ``metadata={"help": ...}``.
+        argv: Command-line arguments (None reads ``sys.argv[1:]``).
+        description: The ``--help`` description (defaults to the dataclass docstring's first line).
+
+    Returns:
+        The config instance (its ``__post_init__`` validation runs).
+
+    Raises:
+        ConfigError: For unknown YAML keys, wrong types or missing required fields (naming the key).
+        SystemExit: For unknown flags or ``--help`` (argparse).
+    """
+    if not dataclasses.is_dataclass(dataclass_type):
+        raise TypeError(f"{dataclass_type!r} is not a dataclass.")
+    hints = typing.get_type_hints(dataclass_type)
+    fields = {f.name: f for f in dataclasses.fields(dataclass_type)}
+    args = vars(build_parser(dataclass_type, description).parse_args(argv))
+    values: dict[str, Any] = {}
+    config_path = args.pop("config", None)
+    if config_path:
+        try:
+            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"Config file {config_path} does not exist.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {config_path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file {config_path} must hold a mapping of field: value.")
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"Config file {config_path}: unknown key {key!r}; known keys: {sorted(fields)}.")
+            values[name] = _coerce(value, hints[name], f"{config_path}: {key}", from_text=False)
+    for name, text in args.items():
+        values[name] = _coerce(text, hints[name], f"--{name}", from_text=True)
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    if missing:
+        raise ConfigError(f"Missing required config value(s): {', '.join('--' + m for m in missing)}.")
+    try:
+        return dataclass_type(**values)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,195 @@
+"""programs.evaluate (run_evaluation, CLI) and the run-directory utilities of programs.run_dir."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from careers.history import CareerHistory
+from careers.splits import DatasetSplits
+from programs.evaluate import EvalConfig, main, results_table, run_evaluation
+from programs.run_dir import (
+    ConfigError,
+    JsonlWriter,
+    load_config,
+    make_run_dir,
+    read_jsonl,
+    redact,
+    write_config,
+    write_json,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+A, B, C, D = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"
+TITLES = {A: "Software Developers", B: "Software Quality Assurance Analysts and Testers",
+          C: "Computer and Information Systems Managers", D: "Registered Nurses"}
+
+
+def _examples(paths, prefix):
+    out = []
+    for i, path in enumerate(paths):
+        jobs = [{"title": TITLES[c], "onet_code": c, "start_year": 2000 + 2 * j} for j, c in enumerate(path)]
+        h = CareerHistory.from_dict({"person_id": f"{prefix}{i}", "jobs": jobs})
+        out.extend(h.prefix(n).to_example(h.jobs[n], occupation=TITLES[h.jobs[n].onet_code])
+                   for n in range(1, len(path)))
+    return out
+
+
+@pytest.fixture
+def splits():
+    train = _examples([[A, B, C]] * 3 + [[D, A, B], [B, C, A]], "t")
+    dev = _examples([[A, B, C], [D, A, C]], "d")
+    return DatasetSplits(train=train, dev=dev, test=[], name="tiny")
+
+
+# ---------------------------------------------------------------------- run_evaluation
+def test_run_evaluation_injected(splits, taxonomy, tmp_path):
+    results = {}
+    for program in ("frequency", "markov", "return_markov"):
+        cfg = EvalConfig(dataset="tiny", program=program, output_dir=str(tmp_path), run_name=program, k=3)
+        results[program] = res = run_evaluation(cfg, splits=splits, taxonomy=taxonomy)
+        run_dir = Path(res["run_dir"])
+        assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.json", "predictions.jsonl",
+                                                       "model.json"}
+        assert json.loads((run_dir / "metrics.json").read_text())["metrics"]["n"] == 4
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["program"] == program
+        preds = read_jsonl(run_dir / "predictions.jsonl")
+        assert len(preds) == 4 and {"gold_codes", "onet_code", "ranked", "scores"} <= set(preds[0])
+    # dev transitions: A->B, B->C, D->A, A->C. Markov: A->B, B->C, D->A hit; A->C misses: 3/4
+    assert results["markov"]["metrics"]["AccEM"] == pytest.approx(75.0)
+    # frequency: golds B and C tie at 4; the tie goes to the smaller key (C = 11-3021.00), B after C
+    assert results["frequency"]["metrics"]["AccEM"] == pytest.approx(50.0)
+    table = results_table(list(results.values()))
+    for column in ("AccEM", "AccRM", "Acc@3", "MRR", "SOC-major", "n"):
+        assert column in table
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="program"):
+        EvalConfig(program="lstm")
+    with pytest.raises(ValueError, match="split"):
+        EvalConfig(split="validation")
+
+
+needs_datasets = pytest.mark.skipif(importlib.util.find_spec("careers.datasets") is None,
+                                    reason="careers.datasets is not there yet")
+
+
+@needs_datasets
+def test_cli_on_jsonl_fixture(taxonomy_data_dir, tmp_path, capsys):
+    spec = f"jsonl:{FIXTURES / 'tiny_careers.jsonl'}"
+    rc = main(["--dataset", spec, "--program", "markov", "--split", "dev", "--data-dir", str(taxonomy_data_dir),
+               "--output-dir", str(tmp_path), "--run-name", "cli", "--k", "3", "--log_level", "WARNING"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "AccEM" in out and "Acc@3" in out
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert metrics["metrics"]["n"] > 0 and metrics["n_train"] > 0
+    assert metrics["dataset"] == spec
+
+
+def test_cli_config_file_and_errors(tmp_path, capsys):
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("program: markov\nsplit: dev\nbogus: 1\n")
+    assert main(["--config", str(cfg)]) == 2
+    assert "bogus" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- run_dir
+def test_make_run_dir(tmp_path):
+    a = make_run_dir(tmp_path, prefix="markov")
+    b = make_run_dir(tmp_path, prefix="markov")
+    assert a != b and a.name.startswith("markov-") and a.is_dir() and b.is_dir()
+    named = make_run_dir(tmp_path / "runs", "exp1")
+    assert named == tmp_path / "runs" / "exp1"
+    (named / "x").write_text("1")
+    with pytest.raises(FileExistsError, match="exp1"):
+        make_run_dir(tmp_path / "runs", "exp1")
+
+
+def test_write_config_redacts_secrets(tmp_path):
+    @dataclasses.dataclass
+    class Cfg:
+        model: str = "gemma"
+        api_key: str = "sk-123"
+        nested: dict = dataclasses.field(default_factory=lambda: {"hf_token": "hf_x", "Password": "p", "n": 3})
+        out: Path = Path("runs")
+
+    path = write_config(tmp_path, Cfg())
+    data = yaml.safe_load(path.read_text())
+    assert data == {"model": "gemma", "api_key": "***", "nested": {"hf_token": "***", "Password": "***", "n": 3},
+                    "out": "runs"}
+    assert "sk-123" not in path.read_text()
+    assert redact({"secret_name": None}) == {"secret_name": None}
+
+
+def test_write_json_atomic(tmp_path):
+    path = write_json(tmp_path / "m.json", {"a": (1, 2), "p": Path("x")})
+    assert json.loads(path.read_text()) == {"a": [1, 2], "p": "x"}
+    write_json(path, {"a": 3})
+    assert json.loads(path.read_text()) == {"a": 3}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary file left behind
+
+
+def test_jsonl_writer_and_truncated_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    with JsonlWriter(path) as out:
+        out.write({"i": 1})
+        out.write({"i": 2})
+    with JsonlWriter(path) as out:  # appends
+        out.write({"i": 3})
+    assert [r["i"] for r in read_jsonl(path)] == [1, 2, 3]
+    with open(path, "a") as fh:
+        fh.write('{"i": 4, "trunc')
+    assert [r["i"] for r in read_jsonl(path)] == [1, 2, 3]
+    path.write_text('{"i": 1}\n{bad\n{"i": 3}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_jsonl(path)
+
+
+@dataclasses.dataclass
+class _Cfg:
+    name: str = dataclasses.field(default="x", metadata={"help": "A name."})
+    n: int = dataclasses.field(default=1, metadata={"help": "A count."})
+    rate: float = dataclasses.field(default=0.5, metadata={"help": "A rate."})
+    flag: bool = dataclasses.field(default=False, metadata={"help": "A flag."})
+    limit: int | None = dataclasses.field(default=None, metadata={"help": "Optional limit."})
+    tags: list[str] = dataclasses.field(default_factory=list, metadata={"help": "Tags."})
+
+
+def test_load_config_yaml_and_overrides(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("name: from_yaml\nn: 5\nrate: 1\ntags: [a, b]\n")
+    cfg = load_config(_Cfg, ["--config", str(cfg_file), "--n", "7", "--flag", "true", "--limit", "none"])
+    assert cfg == _Cfg(name="from_yaml", n=7, rate=1.0, flag=True, limit=None, tags=["a", "b"])
+    assert load_config(_Cfg, ["--limit", "3", "--tags", "x,y"]) == _Cfg(limit=3, tags=["x", "y"])
+    assert load_config(_Cfg, []) == _Cfg()
+
+
+def test_load_config_errors(tmp_path):
+    bad_key = tmp_path / "k.yaml"
+    bad_key.write_text("nme: typo\n")
+    with pytest.raises(ConfigError, match="unknown key 'nme'"):
+        load_config(_Cfg, ["--config", str(bad_key)])
+    bad_type = tmp_path / "t.yaml"
+    bad_type.write_text("n: many\n")
+    with pytest.raises(ConfigError, match="n: expected an integer"):
+        load_config(_Cfg, ["--config", str(bad_type)])
+    with pytest.raises(ConfigError, match="--rate: expected a number"):
+        load_config(_Cfg, ["--rate", "fast"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(_Cfg, ["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit):
+        load_config(_Cfg, ["--unknown", "1"])
+
+    @dataclasses.dataclass
+    class NoHelp:
+        x: int = 1
+
+    with pytest.raises(TypeError, match="help"):
+        load_config(NoHelp, [])
