@@ -71,16 +71,10 @@ class CandidateSteps:
 
 
 def _judged_fields(judgement: dspy.Prediction) -> dict:
-    out = {}
-    for key in ("factuality", "coherence", "utility", "oracle_score"):
-        out[key] = judgement.get(key) if hasattr(judgement, "get") else getattr(judgement, key, None)
-    just = {}
-    for key in ("factuality", "coherence", "utility"):
-        value = judgement.get(f"{key}_justification") if hasattr(judgement, "get") else None
-        if value:
-            just[key] = value
-    out["justifications"] = just
-    out["judge_failures"] = list(judgement.get("failures") or []) if hasattr(judgement, "get") else []
+    """The judge's scores, justifications and failures as plain JSON values."""
+    out = {key: judgement.get(key) for key in ("factuality", "coherence", "utility", "oracle_score")}
+    out["justifications"] = dict(judgement.get("justifications") or {})
+    out["judge_failures"] = list(judgement.get("failures") or [])
     return out
 
 

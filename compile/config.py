@@ -36,7 +36,7 @@ class OptimizeConfig:
     weight_factuality: float = field(default=1.0, metadata={"help": "Weight of factuality in the oracle score."})
     weight_coherence: float = field(default=1.0, metadata={"help": "Weight of coherence in the oracle score."})
     weight_utility: float = field(default=1.0, metadata={"help": "Weight of utility in the oracle score."})
-    min_dpo_gap: float = field(default=0.5, metadata={"help": "Minimum oracle-score gap between DPO chosen and rejected reasons."})
+    min_dpo_gap: float = field(default=0.25, metadata={"help": "Minimum oracle-score gap (scores in [0, 1]) between DPO chosen and rejected reasons."})
     # optimizer
     optimizer: str = field(default="bootstrap", metadata={"help": f"Prompt optimizer: one of {', '.join(OPTIMIZERS)}."})
     max_bootstrapped_demos: int = field(default=2, metadata={"help": "Bootstrapped demos per predictor (bootstrap, random_search, mipro)."})

@@ -39,7 +39,7 @@ class SelectionRule:
         metadata={"help": "Minimum judge score per criterion for a reason to be eligible as oracle."},
     )
     min_dpo_gap: float = field(
-        default=0.5, metadata={"help": "Minimum oracle-score gap between chosen and rejected DPO reasons."}
+        default=0.25, metadata={"help": "Minimum oracle-score gap (oracle scores are in [0, 1]) between chosen and rejected DPO reasons."}
     )
 
     def __post_init__(self):

@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import threading
 import types
 import typing
 import uuid
@@ -38,7 +39,8 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------------- run directories
-def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix: str = "run") -> Path:
+def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix: str = "run",
+                 resume: bool = False) -> Path:
     """Creates the directory of one invocation.
 
     Args:
@@ -46,6 +48,7 @@ def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix:
         name: The run's folder name; None gives ``<prefix>-YYYYmmdd-HHMMSS`` (a ``-2``, ``-3`` ... suffix
             keeps concurrent invocations apart).
         prefix: Prefix of generated names, e.g. the program name.
+        resume: Return an existing, non-empty named directory instead of refusing it (resumable runs).
 
     Returns:
         The new, empty run directory.
@@ -57,7 +60,7 @@ def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix:
     parent.mkdir(parents=True, exist_ok=True)
     if name is not None:
         path = parent / name
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(path.iterdir()) and not resume:
             raise FileExistsError(f"Run directory {path} already exists and is not empty; choose another name.")
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -142,24 +145,45 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     return path
 
 
+def _drop_partial_line(path: Path) -> None:
+    """Truncates an unterminated last line (a write killed midway) so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        data = fh.seek(0) or fh.read()
+        keep = data.rfind(b"\n") + 1
+        logger.warning("%s: dropping an interrupted last line (%d bytes)", path, len(data) - keep)
+        fh.truncate(keep)
+
+
 class JsonlWriter:
     """Appends JSON records one per line; each record is flushed and fsynced before ``write`` returns.
 
     Use as a context manager: ``with JsonlWriter(run_dir / "predictions.jsonl") as out: out.write(rec)``.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, mode: str = "a"):
+        if mode not in ("a", "w"):
+            raise ValueError(f"JsonlWriter mode must be 'a' (append, resume) or 'w' (overwrite), got {mode!r}.")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if mode == "a":
+            _drop_partial_line(self.path)
+        self._fh = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
         self.count = 0
 
     def write(self, record: Any) -> None:
-        """Appends one record."""
-        self._fh.write(json.dumps(_plain(record), ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.count += 1
+        """Appends one record (thread-safe)."""
+        line = json.dumps(_plain(record), ensure_ascii=False) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self.count += 1
 
     def close(self) -> None:
         """Closes the file."""

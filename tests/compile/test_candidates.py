@@ -27,7 +27,7 @@ def steps(fail_judge_for=None, fail_teacher=False):
         if fail_judge_for and ex.person_id in fail_judge_for:
             raise RuntimeError("judge down")
         return dspy.Prediction(factuality=4, coherence=3, utility=5, oracle_score=4.0, failures=[],
-                               factuality_justification="ok")
+                               justifications={"factuality": "ok"})
 
     return CandidateSteps(
         reason=reason,

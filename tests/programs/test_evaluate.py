@@ -193,3 +193,16 @@ def test_load_config_errors(tmp_path):
 
     with pytest.raises(TypeError, match="help"):
         load_config(NoHelp, [])
+
+
+def test_jsonl_writer_drops_interrupted_line_before_appending(tmp_path):
+    from programs.run_dir import JsonlWriter, read_jsonl
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2')  # killed mid-write
+    with JsonlWriter(path) as w:
+        w.write({"a": 3})
+    assert read_jsonl(path) == [{"a": 1}, {"a": 3}]
+    with JsonlWriter(path, mode="w") as w:
+        w.write({"b": 1})
+    assert read_jsonl(path) == [{"b": 1}]

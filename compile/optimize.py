@@ -1,0 +1,240 @@
+"""``python -m compile.optimize``: oracle reasons, the optimized-prompt baseline, and TRL exports.
+
+One invocation writes one run directory (``--output-dir``/``--run-name``; re-using a name resumes):
+
+1. ``candidates.jsonl`` -- N judged candidate reasons per training example (:mod:`compile.candidates`), appended and
+   flushed; the best passing one per example is its oracle reason (:mod:`compile.selection`).
+2. ``program.json`` + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
+   the training split (oracle reasons serve as labeled demos); zero-shot and optimized programs are scored on
+   dev/test.
+3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``dpo_reason.jsonl`` (:mod:`compile.export`)
+   and ``data_card.md``.
+4. ``report.md``, ``config.yaml`` (secrets redacted), ``metrics.json``, ``log.txt``.
+
+Example::
+
+    python -m compile.optimize --config configs/demo.yaml --n_train 8
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from careers.onet import OnetTaxonomy
+from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates
+from compile.config import OptimizeConfig
+from compile.export import export_traces
+from compile.optimizers import build_optimizer, compile_program
+from compile.report import write_data_card, write_report
+from compile.selection import SelectionRule, dpo_pairs, score_summary, select_oracles
+from metrics.grounding import grounding_check, likelihood_utility
+from metrics.judge import ReasonJudge
+from metrics.judge_metric import JudgeMetric
+from programs.next_occupation import NextOccupation, is_local_lm
+from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
+from programs.scoring import score_program
+from signatures.rationalize import GenerateReasonFromGold
+
+logger = logging.getLogger(__name__)
+
+
+def sample_examples(examples: Sequence[dspy.Example], n: int, seed: int) -> list[dspy.Example]:
+    """``n`` examples from distinct persons (one random transition each), deterministic in ``seed``."""
+    by_person: dict[str, list[dspy.Example]] = {}
+    for ex in examples:
+        by_person.setdefault(str(ex.get("person_id")), []).append(ex)
+    rng = random.Random(seed)
+    persons = sorted(by_person)
+    rng.shuffle(persons)
+    return [rng.choice(by_person[p]) for p in persons[:n]]
+
+
+def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
+    if spec.startswith("local"):
+        return spec
+    out: dict[str, Any] = {"model": spec, "max_tokens": config.max_tokens}
+    if config.api_base:
+        out["api_base"] = config.api_base
+    return out
+
+
+def build_steps(program: NextOccupation, judge: ReasonJudge, config: OptimizeConfig) -> CandidateSteps:
+    """The teacher/predictor/judge callables of one candidate."""
+    taxonomy = program.taxonomy
+    rationalizer = dspy.Predict(GenerateReasonFromGold)
+    sampling = {"temperature": config.temperature}
+
+    def reason(example: dspy.Example, index: int) -> str:
+        cfg = {**sampling, "rollout_id": config.seed * 100_003 + index + 1}
+        with dspy.context(lm=program.reasoner_lm or dspy.settings.lm):
+            if config.rationalize:
+                return rationalizer(history=example.history, occupation=example.occupation, config=cfg).reason
+            return program.reasoner(history=example.history, config=cfg).reason
+
+    def predict(example: dspy.Example, text: str) -> dspy.Prediction:
+        with dspy.context(lm=program.predictor_lm or dspy.settings.lm):
+            raw = program.predictor(history=example.history, reason=text).occupation
+        match = taxonomy.normalize(str(raw or ""))
+        return dspy.Prediction(occupation=match.title or raw, onet_code=match.code, matched=match.matched)
+
+    def judge_step(example: dspy.Example, text: str) -> dspy.Prediction:
+        return judge(history=example.history, reason=text, occupation=example.occupation)
+
+    def signals(example: dspy.Example, text: str, pred: dspy.Prediction) -> dict:
+        ground = grounding_check(text, example.history)
+        out = {"grounding": round(ground.score, 3), "ungrounded": ground.ungrounded_texts}
+        lm = program.predictor_lm
+        if is_local_lm(lm):
+            out["likelihood_utility"] = likelihood_utility(lm, example.history, text, example.occupation)
+        return out
+
+    return CandidateSteps(reason=reason, predict=predict, judge=judge_step, signals=signals)
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _with_oracle_reasons(train: list[dspy.Example], oracles: dict[str, dict]) -> list[dspy.Example]:
+    from compile.candidates import example_id
+
+    out = []
+    for ex in train:
+        oracle = oracles.get(example_id(ex))
+        out.append(ex.copy(reason=oracle["reason"]) if oracle else ex)
+    return out
+
+
+def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
+    """Runs the compile pipeline (see the module docstring) and returns its results dict.
+
+    Args:
+        config: The run configuration.
+        teacher_lm: A ready ``dspy.LM`` to use instead of ``config.teacher_lm`` (tests, notebooks).
+        judge_lm: A ready ``dspy.LM`` to use instead of ``config.judge_lm``.
+    """
+    from careers.datasets import load_dataset
+
+    t_start = time.perf_counter()
+    run_dir = make_run_dir(config.output_dir, config.run_name, prefix="compile", resume=True)
+    handler = _setup_logging(run_dir)
+    try:
+        write_config(run_dir, config)
+        taxonomy = OnetTaxonomy.load(config.data_dir)
+        kwargs = {"n_persons": config.synthetic_persons} if config.dataset == "synthetic" else {}
+        splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
+        train = sample_examples(splits.train, config.n_train, config.seed)
+        dev = sample_examples(splits.dev, config.n_dev, config.seed + 1)
+        test = sample_examples(splits.test, config.n_test, config.seed + 2)
+        if not train:
+            raise ValueError(f"dataset {config.dataset!r} has no training examples.")
+        logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),
+                    config.dataset)
+
+        program = NextOccupation(mode="two_step", lm=teacher_lm or _lm_spec(config.teacher_lm, config),
+                                 taxonomy=taxonomy)
+        judge = ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
+                            thresholds=config.thresholds, retries=1)
+        rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
+        phases: dict[str, float] = {}
+
+        # 1. candidates and oracle reasons
+        t0 = time.perf_counter()
+        path = run_dir / "candidates.jsonl"
+        done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path)} if path.exists() else set()
+        with JsonlWriter(path) as writer:
+            cstats = generate_candidates(train, build_steps(program, judge, config), writer,
+                                         n=config.candidates_per_person, done=done, retries=config.retries,
+                                         max_errors=config.max_errors, threads=config.threads)
+        candidates = read_jsonl(path)
+        oracles, missing = select_oracles(candidates, rule)
+        pairs = dpo_pairs(candidates, rule)
+        summary = score_summary(candidates, rule)
+        phases["candidates"] = round(time.perf_counter() - t0, 1)
+        logger.info("phase candidates: %d candidates, pass rate %s, %d oracle reasons, %d without, %d DPO pairs "
+                    "(%.0fs)", len(candidates), summary["pass_rate"], len(oracles), len(missing), len(pairs),
+                    phases["candidates"])
+
+        # 2. prompt optimization baseline
+        t0 = time.perf_counter()
+        metric = JudgeMetric(judge, taxonomy)
+        zero_shot = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
+                                   taxonomy=taxonomy)
+        program_path = run_dir / "program.json"
+        optimizer = build_optimizer(config, metric, teacher_lm=program.reasoner_lm)
+        if program_path.exists():
+            optimized = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
+                                       taxonomy=taxonomy)
+            optimized.load(str(program_path))
+            logger.info("phase optimize: reusing %s", program_path)
+        else:
+            optimized = compile_program(optimizer, zero_shot, _with_oracle_reasons(train, oracles), dev, config)
+            optimized.save(str(program_path))
+        evals: dict[str, Any] = {}
+        for name, prog in (("zero_shot", zero_shot), ("optimized", optimized)):
+            for split, exs in (("dev", dev), ("test", test)):
+                if not exs:
+                    continue
+                scored, records = score_program(prog, exs, taxonomy, judge=judge, threads=config.threads)
+                evals[f"{name}/{split}"] = scored
+                with JsonlWriter(run_dir / f"predictions_{name}_{split}.jsonl", mode="w") as out:
+                    for rec in records:
+                        out.write(rec)
+        phases["optimize"] = round(time.perf_counter() - t0, 1)
+        logger.info("phase optimize: %s (%.0fs)", {k: round(v["AccEM"], 1) for k, v in evals.items()},
+                    phases["optimize"])
+
+        # 3. export for TRL
+        t0 = time.perf_counter()
+        joint = NextOccupation(mode="joint", lm=program.reasoner_lm, taxonomy=taxonomy)
+        steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor}
+        counts = export_traces(run_dir, oracles, pairs, steps, joint=config.mode == "joint")
+        write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
+        phases["export"] = round(time.perf_counter() - t0, 1)
+
+        results = {
+            "run_dir": str(run_dir), "config": asdict(config), "candidates": cstats, "selection": summary,
+            "oracles": len(oracles), "examples_without_oracle": len(missing), "dpo_pairs": len(pairs),
+            "exports": counts, "evaluation": evals, "phases_seconds": phases,
+            "seconds": round(time.perf_counter() - t_start, 1),
+        }
+        write_json(run_dir / "metrics.json", results)
+        write_report(run_dir / "report.md", results)
+        logger.info("compile run finished in %.0fs: %s", results["seconds"], run_dir)
+        return results
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    try:
+        config = load_config(OptimizeConfig, argv, description=__doc__.split("\n\n")[0])
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        results = run_optimize(config)
+    except (TooManyErrors, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(Path(results["run_dir"], "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

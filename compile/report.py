@@ -1,0 +1,95 @@
+"""Markdown outputs of a compile run: ``data_card.md`` (the exported datasets) and ``report.md`` (the run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from compile.config import OptimizeConfig
+from compile.selection import CRITERIA
+
+EVAL_COLUMNS = ("AccEM", "AccRM", "Acc@5", "MRR", "soc_major", "judge_factuality", "judge_coherence",
+                "judge_utility", "judge_oracle_score", "n", "errors")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def write_data_card(path: Path, config: OptimizeConfig, summary: dict, counts: dict[str, int], n_oracles: int,
+                    n_missing: int) -> None:
+    """Writes the dataset card: counts, score distributions, pass rates and thresholds."""
+    lines = [
+        "# nextocc oracle-trace datasets",
+        "",
+        f"Source: compile run on `{config.dataset}` (seed {config.seed}); teacher `{config.teacher_lm}`, "
+        f"judge `{config.judge_lm}`; {config.candidates_per_person} candidates per example at temperature "
+        f"{config.temperature}; rationalization {'on' if config.rationalize else 'off'}.",
+        "",
+        "Rows are TRL conversational prompt/completion (SFT) and prompt/chosen/rejected (DPO) records whose "
+        "messages are exactly what the program's DSPy ChatAdapter sends and expects at inference.",
+        "",
+        "| file | rows |", "|---|---|",
+        *[f"| `{name}` | {n} |" for name, n in counts.items()],
+        "",
+        f"Examples with an oracle reason: {n_oracles}; without (no candidate passed): {n_missing}.",
+        "",
+        "## Judge scores of all candidates",
+        "",
+        f"Candidates: {summary['candidates']} (judged {summary['judged']}, generation errors "
+        f"{summary['generation_errors']}, judge failures {summary['judge_failures']}); eligible "
+        f"{summary['eligible']} (pass rate {_fmt(summary['pass_rate'])}); mean oracle score "
+        f"{_fmt(summary['oracle_score_mean'])}.",
+        "",
+        "| criterion | threshold | mean | pass rate | 1 | 2 | 3 | 4 | 5 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for crit in CRITERIA:
+        s = summary[crit]
+        hist = " | ".join(str(s["histogram"][str(k)]) for k in range(1, 6))
+        lines.append(f"| {crit} | {config.thresholds[crit]} | {_fmt(s['mean'])} | {_fmt(s['pass_rate'])} | {hist} |")
+    lines += ["", "Data: O*NET 29.3 (USDOL/ETA, CC BY 4.0) and the dataset's own licence (see README)."]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def evaluation_table(evals: dict[str, dict]) -> str:
+    """Markdown table of evaluation rows (``program/split`` → metrics)."""
+    head = "| program/split | " + " | ".join(EVAL_COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(EVAL_COLUMNS) + 1)]
+    for name, m in evals.items():
+        rows.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in EVAL_COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def write_report(path: Path, results: dict) -> None:
+    """Writes ``report.md``: what ran, phase times, selection summary and baseline-vs-optimized metrics."""
+    cfg, sel, cand = results["config"], results["selection"], results["candidates"]
+    lines = [
+        f"# compile run `{Path(results['run_dir']).name}`",
+        "",
+        f"Dataset `{cfg['dataset']}`, mode `{cfg['mode']}`, optimizer `{cfg['optimizer']}`, teacher "
+        f"`{cfg['teacher_lm']}`, judge `{cfg['judge_lm']}`, seed {cfg['seed']}. Wall time {results['seconds']} s "
+        f"(phases: {results['phases_seconds']}).",
+        "",
+        "## Oracle reasons",
+        "",
+        f"- candidates generated this run: {cand['generated']}, reused from disk: {cand['skipped']}, "
+        f"errors: {cand['errors']} ({cand['failed_examples']} examples affected)",
+        f"- judged {sel['judged']} of {sel['candidates']}; pass rate {_fmt(sel['pass_rate'])}; mean judge scores: "
+        + ", ".join(f"{c} {_fmt(sel[c]['mean'])}" for c in CRITERIA),
+        f"- oracle reasons: {results['oracles']}; examples without one: {results['examples_without_oracle']}; "
+        f"DPO pairs: {results['dpo_pairs']}",
+        f"- exports: {results['exports']}",
+        "",
+        "## Zero-shot vs optimized program",
+        "",
+        "Accuracy columns are percentages; judge columns are mean 1-5 scores (oracle score in [0, 1]).",
+        "",
+        evaluation_table(results["evaluation"]),
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

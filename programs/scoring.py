@@ -1,0 +1,127 @@
+"""Running a program over examples and scoring it: accuracy metrics plus (optionally) the judge's means.
+
+Used by ``python -m programs.evaluate`` for LM programs, by ``compile.optimize`` for the zero-shot and
+optimized rows, and by ``finetune.distill`` for the before/after rows. Predictions run in DSPy's
+:class:`~dspy.utils.parallelizer.ParallelExecutor` (settings propagate to worker threads, local LMs batch
+concurrent calls); a failing example becomes an unmatched prediction recorded with its error, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+
+from careers.onet import OnetTaxonomy
+from metrics.accuracy import evaluate_predictions
+
+logger = logging.getLogger(__name__)
+
+JUDGE_CRITERIA = ("factuality", "coherence", "utility")
+
+
+def _failed(exc: Exception) -> dspy.Prediction:
+    return dspy.Prediction(occupation="", onet_code=None, ranked=[], matched=False, reason=None,
+                           error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: int = 1,
+                  inputs: tuple[str, ...] | None = None) -> list[dspy.Prediction]:
+    """Runs ``program`` on every example (in ``threads`` worker threads), in order.
+
+    Args:
+        program: A callable DSPy module (NextOccupation, a baseline, ...).
+        examples: Examples whose ``inputs()`` (or the named ``inputs``) are passed as keyword arguments.
+        threads: Worker threads.
+        inputs: Field names to pass instead of ``example.inputs()``.
+
+    Returns:
+        One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
+    """
+    from dspy.utils.parallelizer import ParallelExecutor
+
+    def run(example):
+        kwargs = {k: example.get(k) for k in inputs} if inputs else dict(example.inputs())
+        try:
+            return program(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed prediction
+            logger.warning("prediction failed for %s: %s", example.get("person_id"), exc)
+            return _failed(exc)
+
+    if threads <= 1:
+        return [run(ex) for ex in examples]
+    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=False,
+                                timeout=10**6)
+    return list(executor.execute(run, list(examples)))
+
+
+def judge_means(judge: Any, examples: Sequence[dspy.Example], preds: Sequence[dspy.Prediction],
+                *, threads: int = 1) -> tuple[dict[str, float | None], list[dict]]:
+    """Judges each prediction's reason against the example's gold; returns mean scores and per-example verdicts."""
+    from dspy.utils.parallelizer import ParallelExecutor
+
+    pairs = [(ex, p) for ex, p in zip(examples, preds, strict=True) if p.get("reason")]
+
+    def run(pair):
+        ex, p = pair
+        try:
+            v = judge(history=ex.history, reason=p.reason, occupation=ex.occupation)
+            return {c: v.get(c) for c in (*JUDGE_CRITERIA, "oracle_score")}
+        except Exception as exc:  # noqa: BLE001 - a judge failure is data
+            return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+    if threads <= 1:
+        verdicts = [run(p) for p in pairs]
+    else:
+        verdicts = ParallelExecutor(num_threads=threads, max_errors=len(pairs) + 1, timeout=10**6).execute(run, pairs)
+    means: dict[str, float | None] = {}
+    for key in (*JUDGE_CRITERIA, "oracle_score"):
+        values = [v[key] for v in verdicts if isinstance(v.get(key), (int, float))]
+        means[f"judge_{key}"] = round(sum(values) / len(values), 3) if values else None
+    means["judge_n"] = len(verdicts)
+    return means, verdicts
+
+
+def score_program(
+    program: Any,
+    examples: Sequence[dspy.Example],
+    taxonomy: OnetTaxonomy,
+    *,
+    judge: Any = None,
+    threads: int = 1,
+    ks: tuple[int, ...] = (1, 5),
+    inputs: tuple[str, ...] | None = None,
+) -> tuple[dict[str, Any], list[dict]]:
+    """Predicts and scores: accuracy metrics (and judge means when ``judge`` is given).
+
+    Returns:
+        ``(metrics, records)``: ``metrics`` is :func:`metrics.accuracy.evaluate_predictions` without the
+        per-example rows, plus ``errors``, ``seconds`` and the ``judge_*`` means; ``records`` holds one JSON-ready
+        dict per example (history, gold, reason, prediction, ranked, per-example scores, verdict).
+    """
+    t0 = time.perf_counter()
+    examples = list(examples)
+    preds = predict_batch(program, examples, threads=threads, inputs=inputs)
+    scored = evaluate_predictions(examples, preds, taxonomy, ks=ks)
+    rows = scored.pop("per_example")
+    scored["errors"] = sum(1 for p in preds if p.get("error"))
+    verdicts: list[dict] = []
+    if judge is not None:
+        means, verdicts = judge_means(judge, examples, preds, threads=threads)
+        scored.update(means)
+    scored["seconds"] = round(time.perf_counter() - t0, 2)
+    it = iter(verdicts)
+    records = []
+    for ex, pred, row in zip(examples, preds, rows, strict=True):
+        records.append({
+            "person_id": ex.get("person_id"), "history": ex.get("history"),
+            "gold_occupation": ex.get("occupation"), "gold_codes": list(ex.get("gold_codes") or []),
+            "reason": pred.get("reason"), "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
+            "matched": pred.get("matched"), "ranked": [list(r) for r in pred.get("ranked") or []],
+            "error": pred.get("error"), "scores": row,
+            "judge": next(it) if (judge is not None and pred.get("reason")) else None,
+        })
+    return scored, records

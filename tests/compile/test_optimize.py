@@ -1,0 +1,104 @@
+import json
+import os
+
+import dspy
+import pytest
+from dspy.utils.dummies import DummyLM
+
+from compile.candidates import example_id
+from compile.config import OptimizeConfig
+from compile.export import live_request
+from compile.optimize import main, run_optimize
+from programs.next_occupation import NextOccupation
+
+DATA = os.environ.get("NEXTOCC_DATA_DIR", os.path.join(os.path.dirname(__file__), "../../../shared/data"))
+
+
+def scripted_lm(reason="Moved from stocking shelves to the register and stayed in retail."):
+    answers = {
+        "`[[ ## factuality ## ]]`": {"errors": "none", "factuality": "5"},
+        "`[[ ## coherence ## ]]`": {"justification": "ordered", "coherence": "4"},
+        "`[[ ## utility ## ]]`": {"justification": "supports it", "utility": "4"},
+        "starting with the field `[[ ## occupation ## ]]`": {"occupation": "Cashiers"},
+        "starting with the field `[[ ## reason ## ]]`": {"reason": reason, "occupation": "Cashiers"},
+    }
+    return DummyLM(answers)
+
+
+def config(tmp_path, **kw):
+    base = dict(dataset="synthetic", data_dir=DATA, synthetic_persons=60, n_train=3, n_dev=2, n_test=2,
+                candidates_per_person=2, optimizer="bootstrap", max_bootstrapped_demos=1, max_labeled_demos=1,
+                threads=1, output_dir=str(tmp_path), run_name="t", teacher_lm="dummy", judge_lm="dummy")
+    base.update(kw)
+    return OptimizeConfig(**base)
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
+def test_run_writes_every_artifact_and_resumes(tmp_path):
+    cfg = config(tmp_path, mode="joint")
+    res = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
+    run = tmp_path / "t"
+    for name in ("candidates.jsonl", "program.json", "metrics.json", "sft_joint.jsonl", "sft_reason.jsonl",
+                 "sft_predict.jsonl", "dpo_reason.jsonl", "data_card.md", "report.md", "config.yaml", "log.txt"):
+        assert (run / name).exists(), name
+    assert res["candidates"]["generated"] == 6 and res["oracles"] == 3
+    assert res["exports"]["sft_joint.jsonl"] == 9  # reason + predict + joint rows
+    assert {"zero_shot/dev", "optimized/test"} <= set(res["evaluation"])
+    assert res["evaluation"]["zero_shot/dev"]["judge_factuality"] == 5
+    # resume: nothing regenerated
+    res2 = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
+    assert res2["candidates"]["generated"] == 0 and res2["candidates"]["skipped"] == 6
+    assert len((run / "candidates.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
+def test_export_is_byte_equal_to_the_programs_live_request(tmp_path):
+    cfg = config(tmp_path, optimizer="none", n_dev=0, n_test=0)
+    run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
+    cands = [json.loads(x) for x in (tmp_path / "t" / "candidates.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "t" / "sft_reason.jsonl").read_text().splitlines()]
+    prog = NextOccupation(mode="two_step", lm=scripted_lm())
+    history = cands[0]["history"]
+    live_reason = live_request(prog.reasoner, {"history": history})
+    assert any(json.dumps(r["prompt"]) == json.dumps(live_reason) for r in rows)
+    pred_rows = [json.loads(x) for x in (tmp_path / "t" / "sft_predict.jsonl").read_text().splitlines()]
+    reason = cands[0]["reason"]
+    live = live_request(prog.predictor, {"history": history, "reason": reason})
+    assert any(json.dumps(r["prompt"]) == json.dumps(live) for r in pred_rows)
+    # the live request is what the LM actually receives
+    lm = scripted_lm()
+    with dspy.context(lm=lm):
+        prog.reasoner(history=history)
+    sent = lm.history[-1]["messages"]
+    assert [m["content"] for m in sent] == [m["content"] for m in live_reason]
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
+def test_failing_teacher_is_recorded_and_max_errors_stops(tmp_path):
+    from tests.helpers.faulty_engine import faulty_lm
+
+    teacher = faulty_lm(scripted_lm(), fail=1.0)
+    res = run_optimize(config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10),
+                       teacher_lm=teacher, judge_lm=scripted_lm())
+    assert res["candidates"]["errors"] == 6 and res["oracles"] == 0 and res["examples_without_oracle"] == 3
+    from compile.candidates import TooManyErrors
+
+    with pytest.raises(TooManyErrors, match="max_errors=1"):
+        run_optimize(config(tmp_path, optimizer="none", run_name="u", retries=0, max_errors=1),
+                     teacher_lm=faulty_lm(scripted_lm(), fail=1.0), judge_lm=scripted_lm())
+
+
+def test_cli_rejects_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: synthetic\noptimizer: simulated_annealing\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "optimizer" in capsys.readouterr().err
+    bad.write_text("datset: synthetic\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "datset" in capsys.readouterr().err
+
+
+def test_example_ids_used_for_resume_are_per_transition():
+    a = dspy.Example(person_id="1", history="x").with_inputs("history")
+    b = dspy.Example(person_id="1", history="y").with_inputs("history")
+    assert example_id(a) != example_id(b)
