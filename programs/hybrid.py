@@ -1,0 +1,142 @@
+"""Hybrid program: a supervised baseline's top-K candidates become an input of the reasoned program.
+
+:class:`HybridNextOccupation` asks a fitted baseline (:mod:`programs.baselines`: frequency, Markov or return-aware
+Markov) for its top-``k_candidates`` next occupations with probabilities, renders them with
+:func:`signatures.format_candidates` into a ``candidates`` input field, and runs the reasoned program (two-step, joint
+or direct) on the ``*WithCandidates`` signatures. The LM may pick a candidate or name any other official title; the
+answer is normalized exactly as in :class:`programs.next_occupation.NextOccupation`.
+
+The baselines read past job *states*, not text: call the program with a dict/JSON/:class:`CareerHistory` history (the
+states are derived from it), or pass ``states=`` (``dspy.Evaluate`` over
+:func:`programs.baselines.examples_with_states`) or ``career=``. Candidates may also be given directly
+(``candidates=[(title, prob), ...]``), which bypasses the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from careers.history import CareerHistory
+from programs.next_occupation import NextOccupation, safe_child
+from signatures import (
+    GenerateReasonWithCandidates,
+    PredictDirectWithCandidates,
+    PredictOccupationWithCandidates,
+    ReasonAndPredictWithCandidates,
+    format_candidates,
+)
+
+logger = logging.getLogger(__name__)
+
+BASELINE_FILE = "baseline.json"
+
+
+class HybridNextOccupation(NextOccupation):
+    """The reasoned program with a supervised baseline's candidates as an extra input.
+
+    Args:
+        baseline: A fitted baseline module whose ``forward(history, states=None, career=None)`` returns
+            ``ranked=[(title, prob), ...]``; may be None when every call passes ``candidates``.
+        k_candidates: How many baseline candidates the LM sees.
+        **kwargs: :class:`~programs.next_occupation.NextOccupation` arguments (``mode``, LMs, ``taxonomy``, ``k``).
+    """
+
+    def __init__(self, baseline: Any = None, *, k_candidates: int = 5, **kwargs: Any):
+        if not isinstance(k_candidates, int) or k_candidates < 1:
+            raise ValueError(f"k_candidates must be a positive integer, got {k_candidates!r}")
+        self.k_candidates = k_candidates
+        super().__init__(**kwargs)
+        self.baseline = baseline
+
+    def _build_predictors(self) -> None:
+        if self.mode == "two_step":
+            self.reasoner = dspy.Predict(GenerateReasonWithCandidates)
+            self.predictor = dspy.Predict(PredictOccupationWithCandidates)
+        elif self.mode == "joint":
+            self.predictor = dspy.Predict(ReasonAndPredictWithCandidates)
+        else:
+            self.predictor = dspy.Predict(PredictDirectWithCandidates)
+
+    def named_parameters(self):
+        # The baseline is fitted, not optimized: keep its (nonexistent) predictors out of optimizers' reach.
+        return [(name, p) for name, p in super().named_parameters() if not name.startswith("baseline.")]
+
+    # ------------------------------------------------------------------ candidates
+    def baseline_candidates(
+        self,
+        parsed: CareerHistory | None,
+        text: str,
+        states: Any = None,
+        career: Any = None,
+    ) -> list[tuple[str, float]]:
+        """The baseline's top ``k_candidates`` ``(title, prob)`` for one history.
+
+        Raises:
+            ValueError: Without a baseline, or when neither states nor a structured history are available.
+        """
+        if self.baseline is None:
+            raise ValueError("HybridNextOccupation has no baseline: pass baseline= or call it with candidates=.")
+        if states is None and career is None:
+            if parsed is None:
+                raise ValueError(
+                    "The hybrid program needs the past job states for its baseline: call it with a dict/JSON/"
+                    "CareerHistory history, or pass states= (see programs.baselines.examples_with_states)."
+                )
+            career = json.loads(parsed.to_json())
+        pred = self.baseline(history=text, states=states, career=career)
+        ranked = list(getattr(pred, "ranked", None) or [])
+        return [(str(t), float(p)) for t, p in ranked[: self.k_candidates]]
+
+    def extra_inputs(self, history_text: str, parsed: CareerHistory | None, original: Any, **kwargs: Any) -> dict:
+        """Adds ``candidates`` (rendered text) from ``kwargs['candidates']`` or the baseline."""
+        candidates = kwargs.get("candidates")
+        if candidates is None:
+            candidates = self.baseline_candidates(parsed, history_text, kwargs.get("states"), kwargs.get("career"))
+        elif not isinstance(candidates, str):
+            candidates = list(candidates)[: self.k_candidates]
+        return {"candidates": format_candidates(candidates)}
+
+    # ------------------------------------------------------------------ persistence
+    def manifest(self) -> dict[str, Any]:
+        """The base manifest plus ``k_candidates`` and the saved baseline file (None when not saved)."""
+        out = super().manifest()
+        out["k_candidates"] = self.k_candidates
+        out["baseline"] = getattr(self, "_baseline_file", None)
+        return out
+
+    def save(self, path: str | os.PathLike, save_program: bool = False, modules_to_serialize=None) -> None:
+        """Saves like :meth:`NextOccupation.save`, plus ``baseline.json`` for a :mod:`programs.baselines` baseline.
+
+        Other baselines (without their own ``save``) are not saved; pass ``baseline=`` to :meth:`load`.
+        """
+        path = Path(path)
+        if save_program or path.suffix in (".json", ".pkl"):
+            return super().save(path, save_program=save_program, modules_to_serialize=modules_to_serialize)
+        path.mkdir(parents=True, exist_ok=True)
+        self._baseline_file = None
+        own_save = getattr(type(self.baseline), "save", None)
+        if self.baseline is not None and own_save not in (None, dspy.Module.save):  # a baseline's own JSON save
+            try:
+                self.baseline.save(path / BASELINE_FILE)
+                self._baseline_file = BASELINE_FILE
+            except Exception as exc:  # noqa: BLE001 - the program state is still saved; say what is missing
+                logger.warning("Could not save the hybrid baseline (%s); load() will need baseline=.", exc)
+        super().save(path)
+
+    @classmethod
+    def _from_manifest(cls, manifest: dict, *, run_dir: Path | None = None, baseline: Any = None,
+                       **kwargs: Any) -> HybridNextOccupation:
+        if baseline is None and manifest.get("baseline") and run_dir is not None:
+            from programs.baselines import load_baseline
+
+            baseline = load_baseline(safe_child(run_dir, manifest["baseline"]), taxonomy=kwargs.get("taxonomy"))
+        if baseline is None:
+            logger.warning("Loaded a hybrid program without a baseline: pass candidates= to every call.")
+        return cls(baseline=baseline, k_candidates=int(manifest.get("k_candidates", 5)),
+                   **cls._manifest_options(manifest), **kwargs)

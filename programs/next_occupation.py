@@ -1,0 +1,482 @@
+"""The reasoned next-occupation program: reason generation, then an O*NET title, normalized and ranked.
+
+:class:`NextOccupation` runs one of three modes:
+
+* ``"two_step"`` (default): a reasoner (:class:`signatures.GenerateReason`) writes the person's preferences and
+  trajectory, then a predictor (:class:`signatures.PredictOccupation`) reads history + reason and names the next
+  occupation. The two steps may use different LMs (two-model mode).
+* ``"joint"``: one call (:class:`signatures.ReasonAndPredict`) writes the reason and the occupation.
+* ``"direct"``: the ablation without a reason (:class:`signatures.PredictDirect`).
+
+Every occupation answer passes through the O*NET normalizer (:meth:`careers.onet.OnetTaxonomy.normalize`). An
+answer that matches no official title is kept as text (``occupation`` = the raw answer, ``onet_code=None``,
+``matched=False``), logged, and scored as a miss by :mod:`metrics.accuracy`; it is never silently replaced.
+
+``ranked`` (top-``k`` ``(title, score)``) comes from the local engine's exact option ranking
+(:func:`lms.rank_options`, log-probabilities) when the predictor's LM is local and constrained to the titles,
+and otherwise from normalizing the text answer (:meth:`~careers.onet.OnetTaxonomy.candidates`, similarity / 100).
+
+Three-line use::
+
+    from programs import NextOccupation
+    prog = NextOccupation.from_pretrained("local:gemma-3-270m")
+    pred = prog({"person_id": "1", "jobs": [{"title": "Cashier", "start_year": 2015, "end_year": 2018}]})
+
+LMs are applied per call with ``dspy.context(lm=...)`` (never ``dspy.configure``), so a program is safe to run in
+DSPy's worker threads; a step without its own LM uses the LM configured in DSPy's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from careers.history import CareerHistory, HistoryValidationError
+from careers.onet import Match, OnetTaxonomy
+from signatures import GenerateReason, PredictDirect, PredictOccupation, ReasonAndPredict
+
+logger = logging.getLogger(__name__)
+
+MODES = ("two_step", "joint", "direct")
+PROGRAM_FILE = "program.json"
+MANIFEST_FILE = "nextocc.json"
+MANIFEST_FORMAT = "nextocc-program/1"
+DEFAULT_SPEC = "local:gemma-3-270m"
+
+
+# ---------------------------------------------------------------------------------------------------- LM helpers
+def _lms():
+    """The ``lms`` package, or None when it is not importable (LM-free installs, partial checkouts)."""
+    try:
+        import lms
+    except Exception as exc:  # noqa: BLE001 - any import failure means "no local engine"
+        logger.debug("lms is not available: %s", exc)
+        return None
+    return lms
+
+
+def is_local_lm(lm: Any) -> bool:
+    """Whether ``lm`` runs on the in-process local engine (False when ``lms`` is missing)."""
+    mod = _lms()
+    if mod is None or lm is None or not hasattr(mod, "is_local"):
+        return False
+    try:
+        return bool(mod.is_local(lm))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_lm(spec: Any, **load_kwargs: Any) -> dspy.BaseLM | None:
+    """Turns an LM spec into an LM: None stays None, a ``dspy.BaseLM`` is returned as is.
+
+    Args:
+        spec: None, a ``dspy.BaseLM``, a spec string (``"local:gemma-3-270m"``, ``"openai/gpt-4.1-mini"``) or a
+            dict spec (see :func:`lms.resolve_lm`).
+        **load_kwargs: Extra :func:`lms.load` options for string specs (e.g. ``constrained_fields``).
+    """
+    if spec is None or isinstance(spec, dspy.BaseLM):
+        return spec
+    mod = _lms()
+    if isinstance(spec, str):
+        if mod is not None and hasattr(mod, "load"):
+            return mod.load(spec, **load_kwargs)
+        if spec.startswith("local"):
+            raise ImportError(f"LM spec {spec!r} needs the local engine (package 'lms'), which is not importable.")
+        return dspy.LM(spec, **load_kwargs)
+    if mod is not None and hasattr(mod, "resolve_lm"):
+        return mod.resolve_lm(spec)
+    raise TypeError(f"Cannot resolve an LM from {type(spec).__name__} without the 'lms' package.")
+
+
+def lm_spec(lm: Any) -> str | None:
+    """The spec string that rebuilds ``lm`` (for manifests), or None when it cannot be told (e.g. DummyLM)."""
+    if lm is None:
+        return None
+    if isinstance(lm, str):
+        return lm
+    if isinstance(lm, dict):
+        return lm.get("model")
+    model = getattr(lm, "model", None)
+    if not isinstance(model, str):
+        return None
+    if is_local_lm(lm):
+        try:
+            from lms.local_engine import spec_for
+
+            return spec_for(model)[0]
+        except Exception:  # noqa: BLE001
+            return None
+    if type(lm) is dspy.LM:
+        return model
+    return None
+
+
+def _lm_context(lm: dspy.BaseLM | None):
+    return dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+_MARKER_RE = re.compile(r"\[\[\s*##\s*(\w*)\s*##\s*\]\]")
+
+
+def neutralize_markers(text: str) -> str:
+    """Rewrites DSPy field markers (``[[ ## name ## ]]``) inside data as ``[name]``.
+
+    History text is data placed inside the ``history`` input field; a marker in it could otherwise look like a field
+    boundary to the LM. Nothing else is changed.
+    """
+    return _MARKER_RE.sub(lambda m: f"[{m.group(1)}]", text)
+
+
+def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
+    """Renders any accepted history form as prompt text (with DSPy field markers neutralized).
+
+    Args:
+        history: A :class:`~careers.history.CareerHistory`, a dict, a JSON object string, or already rendered
+            text (any other string).
+
+    Returns:
+        ``(prompt text, CareerHistory or None)``.
+
+    Raises:
+        HistoryValidationError: A dict or JSON history that fails validation, or empty text.
+        TypeError: For other types.
+    """
+    career = None
+    if isinstance(history, CareerHistory):
+        career = history
+    elif isinstance(history, dict):
+        career = CareerHistory.from_dict(history)
+    elif isinstance(history, str):
+        stripped = history.strip()
+        if not stripped:
+            raise HistoryValidationError("history is empty")
+        if stripped.startswith("{"):
+            try:
+                json.loads(stripped)
+            except json.JSONDecodeError:
+                return neutralize_markers(history), None  # rendered text that happens to start with a brace
+            career = CareerHistory.from_dict(stripped)
+        else:
+            return neutralize_markers(history), None
+    else:
+        raise TypeError(
+            f"history must be a CareerHistory, dict, JSON string or rendered text, got {type(history).__name__}"
+        )
+    return neutralize_markers(career.to_prompt_text()), career
+
+
+def safe_child(root: Path, relative: Any) -> Path:
+    """Resolves a manifest path inside ``root``, rejecting absolute paths and traversal (``..``).
+
+    Raises:
+        ValueError: If the path is not a plain relative path that stays inside ``root``.
+    """
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise ValueError(f"Manifest path must be a non-empty string, got {relative!r}")
+    rel = Path(relative)
+    if rel.is_absolute() or relative.startswith(("/", "\\")) or ".." in rel.parts or ".." in relative.split("\\"):
+        raise ValueError(f"Manifest path {relative!r} must be relative to the run directory without '..'")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"Manifest path {relative!r} escapes the run directory {root}")
+    return path
+
+
+class _ClassOrInstanceMethod:
+    """Descriptor: ``Cls.load(run_dir)`` builds a program; ``instance.load(path.json)`` is DSPy's state load."""
+
+    def __init__(self, class_func, instance_func):
+        self.class_func, self.instance_func = class_func, instance_func
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return functools.partial(self.class_func, objtype)
+        return functools.partial(self.instance_func, obj)
+
+
+# ---------------------------------------------------------------------------------------------------- program
+class NextOccupation(dspy.Module):
+    """Reasoned next-occupation prediction (two-step, joint or direct) with O*NET normalization.
+
+    Args:
+        mode: ``"two_step"``, ``"joint"`` or ``"direct"``.
+        lm: LM (or spec string) for every step; None uses DSPy's configured LM.
+        reasoner_lm: LM for the reason step (two-step mode); overrides ``lm``.
+        predictor_lm: LM for the occupation step; overrides ``lm``.
+        taxonomy: The O*NET taxonomy; loaded lazily from ``data_dir`` when None.
+        data_dir: Data directory of the taxonomy (None: ``NEXTOCC_DATA_DIR`` or the cache dir).
+        k: Length of ``ranked``.
+        top1: Where ``occupation`` comes from: ``"answer"`` (default), the LM's generated text, normalized; or
+            ``"ranked"``, the best option of the local engine's exact ranking when it is available (greedy decoding
+            and exact ranking can disagree; ``"ranked"`` makes AccEM agree with Acc@1). Falls back to the answer.
+    """
+
+    SHARED_ATTRS = ("reasoner_lm", "predictor_lm", "_taxonomy", "baseline")
+
+    def __init__(
+        self,
+        mode: str = "two_step",
+        *,
+        lm: Any = None,
+        reasoner_lm: Any = None,
+        predictor_lm: Any = None,
+        taxonomy: OnetTaxonomy | None = None,
+        data_dir: str | os.PathLike | None = None,
+        k: int = 5,
+        top1: str = "answer",
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if top1 not in ("answer", "ranked"):
+            raise ValueError(f"top1 must be 'answer' or 'ranked', got {top1!r}")
+        self.mode = mode
+        self.k = k
+        self.top1 = top1
+        self.data_dir = str(data_dir) if data_dir is not None else None
+        self._taxonomy = taxonomy
+        reasoner_spec = reasoner_lm if reasoner_lm is not None else lm
+        predictor_spec = predictor_lm if predictor_lm is not None else lm
+        self.lm_specs = {"reasoner": lm_spec(reasoner_spec), "predictor": lm_spec(predictor_spec)}
+        self.reasoner_lm = self._resolve_step_lm(reasoner_spec)
+        same = isinstance(predictor_spec, str) and predictor_spec == reasoner_spec
+        self.predictor_lm = self.reasoner_lm if same else self._resolve_step_lm(predictor_spec)
+        self._build_predictors()
+
+    def _resolve_step_lm(self, spec: Any) -> dspy.BaseLM | None:
+        # A local spec string gets its occupation output constrained to the official titles (exact ranking too).
+        if isinstance(spec, str) and spec.startswith("local"):
+            return resolve_lm(spec, constrained_fields={"occupation": self.taxonomy.titles})
+        if isinstance(spec, dict) and str(spec.get("model", "")).startswith("local"):
+            spec = {"constrained_fields": {"occupation": self.taxonomy.titles}, **spec}
+        return resolve_lm(spec)
+
+    def _build_predictors(self) -> None:
+        if self.mode == "two_step":
+            self.reasoner = dspy.Predict(GenerateReason)
+            self.predictor = dspy.Predict(PredictOccupation)
+        elif self.mode == "joint":
+            self.predictor = dspy.Predict(ReasonAndPredict)
+        else:
+            self.predictor = dspy.Predict(PredictDirect)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        spec: Any = DEFAULT_SPEC,
+        *,
+        predictor: Any = None,
+        taxonomy: OnetTaxonomy | None = None,
+        data_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> NextOccupation:
+        """Builds a program on a model spec; local specs get their occupation output constrained to the titles.
+
+        Args:
+            spec: LM spec (or LM) for every step, e.g. ``"local:gemma-3-270m"`` or ``"openai/gpt-4.1-mini"``.
+            predictor: Optional different LM spec for the occupation step (two-model mode).
+            taxonomy: The taxonomy (loaded from ``data_dir`` when None).
+            data_dir: Data directory of the taxonomy.
+            **kwargs: Other :class:`NextOccupation` arguments (``mode``, ``k``).
+        """
+        return cls(lm=spec, predictor_lm=predictor, taxonomy=taxonomy, data_dir=data_dir, **kwargs)
+
+    @property
+    def taxonomy(self) -> OnetTaxonomy:
+        """The O*NET taxonomy (loaded on first use)."""
+        if self._taxonomy is None:
+            self._taxonomy = OnetTaxonomy.load(self.data_dir)
+        return self._taxonomy
+
+    def __deepcopy__(self, memo):
+        # Optimizers deep-copy programs; LMs (possibly holding model weights), the taxonomy and a fitted baseline
+        # are shared, everything else (the predictors and their demos/instructions) is copied.
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = value if key in self.SHARED_ATTRS else copy.deepcopy(value, memo)
+        return new
+
+    # ------------------------------------------------------------------ running
+    def extra_inputs(self, history_text: str, parsed: CareerHistory | None, original: Any, **kwargs: Any) -> dict:
+        """Additional input fields of every step (none here; the hybrid program adds ``candidates``)."""
+        return {}
+
+    def forward(self, history: Any, **kwargs: Any) -> dspy.Prediction:
+        """Predicts the next occupation.
+
+        Args:
+            history: A dict, JSON string, :class:`~careers.history.CareerHistory` or rendered history text.
+            **kwargs: Extra inputs for subclasses (e.g. ``candidates`` for the hybrid program).
+
+        Returns:
+            ``dspy.Prediction(reason, occupation, onet_code, ranked, matched, raw_occupation, method)``; ``reason``
+            is None in direct mode.
+        """
+        text, career = coerce_history(history)
+        extra = self.extra_inputs(text, career, history, **kwargs)
+        reason = None
+        if self.mode == "two_step":
+            with _lm_context(self.reasoner_lm):
+                reason = self.reasoner(history=text, **extra).reason
+            inputs = {"history": text, **extra, "reason": reason}
+            with _lm_context(self.predictor_lm):
+                out = self.predictor(**inputs)
+            prefix = None
+        else:
+            inputs = {"history": text, **extra}
+            with _lm_context(self.predictor_lm):
+                out = self.predictor(**inputs)
+            if self.mode == "joint":
+                reason = out.reason
+            prefix = {"reason": reason} if self.mode == "joint" else None
+        pred = self._finish(out.occupation, inputs, prefix)
+        pred.reason = reason
+        for key, value in extra.items():
+            pred[key] = value
+        return pred
+
+    def _finish(self, raw: Any, inputs: dict, prefix: dict | None) -> dspy.Prediction:
+        raw = "" if raw is None else str(raw).strip()
+        match = self.taxonomy.normalize(raw) if raw else Match(None, None, 0.0, "none", raw)
+        if match.matched:
+            occupation, code = match.title, match.code
+        else:
+            occupation, code = raw, None
+        local = self._rank_local(inputs, prefix)
+        matched, method = match.matched, match.method
+        if local and self.top1 == "ranked" and self.taxonomy.code_for_title(local[0][0]):
+            occupation, code, matched, method = local[0][0], self.taxonomy.code_for_title(local[0][0]), True, "ranked"
+        elif not match.matched:
+            logger.warning("Occupation answer %r matches no O*NET-SOC 2019 title; kept as text (scored as a miss).",
+                           raw)
+        return dspy.Prediction(occupation=occupation, onet_code=code, ranked=local or self._rank_text(raw),
+                               matched=matched, raw_occupation=raw, method=method)
+
+    def _rank_text(self, raw: str) -> list[tuple[str, float]]:
+        if not raw:
+            return []
+        return [(m.title, round(m.score / 100.0, 4)) for m in self.taxonomy.candidates(raw, self.k)]
+
+    def _rank_local(self, inputs: dict, prefix: dict | None) -> list[tuple[str, float]]:
+        """Exact top-k ranking of the titles by the predictor's local LM; [] when not local or not constrained."""
+        lm = self.predictor_lm or dspy.settings.lm
+        if not is_local_lm(lm):
+            return []
+        try:
+            import lms
+
+            messages = dspy.ChatAdapter().format(self.predictor.signature, self.predictor.demos, inputs)
+            ranked = lms.rank_options(lm, messages, "occupation", self.k, prefix_fields=prefix)
+        except Exception as exc:  # noqa: BLE001 - ranking is an extra; fall back to the text answer
+            logger.warning("Local option ranking failed (%s); ranking by the normalized text answer.", exc)
+            return []
+        out = []
+        for option, logprob in ranked:
+            code = self.taxonomy.code_for_title(option)
+            out.append((self.taxonomy.title(code) if code else option, float(logprob)))
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def manifest(self) -> dict[str, Any]:
+        """The ``nextocc.json`` manifest: class, mode, LM specs, k, data_dir and the state file name."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "class": type(self).__name__,
+            "mode": self.mode,
+            "lms": dict(self.lm_specs),
+            "k": self.k,
+            "top1": self.top1,
+            "data_dir": self.data_dir,
+            "program": PROGRAM_FILE,
+        }
+
+    def save(self, path: str | os.PathLike, save_program: bool = False, modules_to_serialize=None) -> None:
+        """Saves to a run directory: ``program.json`` (DSPy JSON state, no pickle) plus ``nextocc.json``.
+
+        A path ending in ``.json``/``.pkl`` (or ``save_program=True``) falls through to :meth:`dspy.Module.save`.
+        """
+        path = Path(path)
+        if save_program or path.suffix in (".json", ".pkl"):
+            return super().save(path, save_program=save_program, modules_to_serialize=modules_to_serialize)
+        path.mkdir(parents=True, exist_ok=True)
+        super().save(path / PROGRAM_FILE)
+        (path / MANIFEST_FILE).write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
+        logger.info("Saved %s to %s", type(self).__name__, path)
+
+    @classmethod
+    def _from_manifest(cls, manifest: dict, *, run_dir: Path | None = None, **kwargs: Any) -> NextOccupation:
+        """Builds the (untrained) program a manifest describes; ``run_dir`` is for subclasses' extra files."""
+        return cls(**cls._manifest_options(manifest), **kwargs)
+
+    @classmethod
+    def _manifest_options(cls, manifest: dict) -> dict[str, Any]:
+        return {"mode": manifest.get("mode", "two_step"), "k": int(manifest.get("k", 5)),
+                "top1": manifest.get("top1", "answer")}
+
+    @classmethod
+    def _load_run_dir(
+        cls,
+        run_dir: str | os.PathLike,
+        *,
+        lm: Any = None,
+        reasoner_lm: Any = None,
+        predictor_lm: Any = None,
+        taxonomy: OnetTaxonomy | None = None,
+        data_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> NextOccupation:
+        """Restores a program saved with :meth:`save`.
+
+        LMs given here override the manifest's specs; otherwise each spec is resolved (a step whose spec is unknown
+        uses DSPy's configured LM). ``data_dir`` overrides the manifest's; a manifest ``data_dir`` is used only when
+        it is an existing absolute directory.
+
+        Raises:
+            FileNotFoundError: No ``nextocc.json`` in ``run_dir``.
+            ValueError: A malformed manifest, a path that leaves ``run_dir``, or a manifest of another class.
+        """
+        root = Path(run_dir).resolve()
+        man_path = root / MANIFEST_FILE
+        if not man_path.is_file():
+            raise FileNotFoundError(f"{man_path} not found: {run_dir} is not a run directory saved by save().")
+        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{man_path} is not a {MANIFEST_FORMAT} manifest.")
+        if manifest.get("class") != cls.__name__:
+            raise ValueError(f"{man_path} holds a {manifest.get('class')}, not a {cls.__name__}; use that class.")
+        state_path = safe_child(root, manifest.get("program", PROGRAM_FILE))
+        specs = manifest.get("lms") or {}
+        if data_dir is None and taxonomy is None:
+            saved = manifest.get("data_dir")
+            if isinstance(saved, str) and Path(saved).is_absolute() and Path(saved).is_dir():
+                data_dir = saved
+        if lm is not None:
+            reasoner_lm = reasoner_lm if reasoner_lm is not None else lm
+            predictor_lm = predictor_lm if predictor_lm is not None else lm
+        prog = cls._from_manifest(
+            manifest,
+            run_dir=root,
+            reasoner_lm=reasoner_lm if reasoner_lm is not None else specs.get("reasoner"),
+            predictor_lm=predictor_lm if predictor_lm is not None else specs.get("predictor"),
+            taxonomy=taxonomy,
+            data_dir=data_dir,
+            **kwargs,
+        )
+        dspy.Module.load(prog, state_path)
+        return prog
+
+    load = _ClassOrInstanceMethod(_load_run_dir.__func__, dspy.Module.load)
