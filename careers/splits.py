@@ -127,3 +127,23 @@ class DatasetSplits:
         if self.stats:
             out["stats"] = dict(self.stats)
         return out
+
+
+def sample_per_person(examples, n: int | None, seed: int = 0) -> list:
+    """Up to ``n`` examples from distinct persons (one random transition each), deterministic in ``seed``.
+
+    Used for quick LM evaluations: a sample of persons rather than the first rows, so one person with many
+    transitions does not dominate. ``n=None`` returns all examples unchanged.
+    """
+    import random
+
+    examples = list(examples)
+    if n is None:
+        return examples
+    by_person: dict[str, list] = {}
+    for ex in examples:
+        by_person.setdefault(str(ex.get("person_id")), []).append(ex)
+    rng = random.Random(seed)
+    persons = sorted(by_person)
+    rng.shuffle(persons)
+    return [rng.choice(by_person[p]) for p in persons[:n]]

@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import dspy
 
 from careers.onet import OnetTaxonomy
+from careers.splits import sample_per_person
 from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates
 from compile.config import OptimizeConfig
 from compile.export import export_traces
@@ -45,17 +45,6 @@ from programs.scoring import score_program
 from signatures.rationalize import GenerateReasonFromGold
 
 logger = logging.getLogger(__name__)
-
-
-def sample_examples(examples: Sequence[dspy.Example], n: int, seed: int) -> list[dspy.Example]:
-    """``n`` examples from distinct persons (one random transition each), deterministic in ``seed``."""
-    by_person: dict[str, list[dspy.Example]] = {}
-    for ex in examples:
-        by_person.setdefault(str(ex.get("person_id")), []).append(ex)
-    rng = random.Random(seed)
-    persons = sorted(by_person)
-    rng.shuffle(persons)
-    return [rng.choice(by_person[p]) for p in persons[:n]]
 
 
 def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
@@ -135,9 +124,9 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         taxonomy = OnetTaxonomy.load(config.data_dir)
         kwargs = {"n_persons": config.synthetic_persons} if config.dataset == "synthetic" else {}
         splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
-        train = sample_examples(splits.train, config.n_train, config.seed)
-        dev = sample_examples(splits.dev, config.n_dev, config.seed + 1)
-        test = sample_examples(splits.test, config.n_test, config.seed + 2)
+        train = sample_per_person(splits.train, config.n_train, config.seed)
+        dev = sample_per_person(splits.dev, config.n_dev, config.seed + 1)
+        test = sample_per_person(splits.test, config.n_test, config.seed + 2)
         if not train:
             raise ValueError(f"dataset {config.dataset!r} has no training examples.")
         logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),

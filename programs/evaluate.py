@@ -1,15 +1,19 @@
-"""Evaluates an LM-free baseline on a dataset split: ``python -m programs.evaluate``.
+"""Evaluates a baseline or an LM program on a dataset split: ``python -m programs.evaluate``.
 
 Example::
 
     python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data-dir ../shared/data
+    python -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --max_examples 50
+    python -m programs.evaluate --program joint --lm openai/gpt-4.1-mini --judge_lm openai/gpt-4.1-mini
     python -m programs.evaluate --config configs/eval.yaml --k 10
 
-The baseline is fitted on the train split and scored on ``--split`` with :mod:`metrics.accuracy`. Each
-invocation writes a run directory (:mod:`programs.run_dir`) holding ``config.yaml`` (the resolved
-configuration), ``metrics.json`` (the results dict), ``predictions.jsonl`` (one record per example) and
-``model.json`` (the fitted baseline). :func:`run_evaluation` is the importable entry point; :func:`main`
-is a thin command-line wrapper that also prints the results table.
+Baselines (frequency, markov, return_markov) are fitted on the train split; LM programs (two_step, joint,
+direct, hybrid) run with ``--lm`` (any spec :mod:`lms` resolves; hybrid also fits its baseline on train) and,
+with ``--judge_lm``, their reasons are judged. Scores come from :mod:`metrics.accuracy`. Each invocation writes
+a run directory (:mod:`programs.run_dir`) holding ``config.yaml`` (the resolved configuration),
+``metrics.json`` (the results dict), ``predictions.jsonl`` (one record per example: reason, prediction,
+ranking, scores, verdict) and, for baselines, ``model.json``. :func:`run_evaluation` is the importable entry
+point; :func:`main` is a thin command-line wrapper that also prints the results table.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from careers.onet import OnetTaxonomy
+from careers.splits import sample_per_person
 from metrics.accuracy import evaluate_predictions
 from programs.baselines import BASELINES, make_baseline
 from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, write_config, write_json
@@ -32,15 +37,27 @@ from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
+LM_PROGRAMS = ("two_step", "joint", "direct", "hybrid")
+PROGRAMS = tuple(sorted(BASELINES)) + LM_PROGRAMS
 TABLE_COLUMNS = ("AccEM", "AccRM", "Acc@{k}", "MRR", "soc_major", "n")
 
 
 @dataclass
 class EvalConfig:
-    """Evaluate an LM-free next-occupation baseline on a dataset split."""
+    """Evaluate a next-occupation baseline or LM program on a dataset split."""
 
     dataset: str = field(default="synthetic", metadata={"help": "Dataset spec: nlsy79, synthetic or jsonl:PATH."})
-    program: str = field(default="markov", metadata={"help": f"Baseline to fit and evaluate: {sorted(BASELINES)}."})
+    program: str = field(default="markov", metadata={"help": f"Program to evaluate: {', '.join(PROGRAMS)}."})
+    lm: str = field(default="local:gemma-3-270m", metadata={
+        "help": "LM spec of LM programs (local:gemma-3-270m, local:/path[+adapter], or a litellm model string)."})
+    predictor_lm: str | None = field(default=None, metadata={
+        "help": "Separate LM spec for the occupation step (two-model mode); default: --lm."})
+    judge_lm: str | None = field(default=None, metadata={
+        "help": "LM spec of the reason judge; when set, mean judge scores are reported. Default: no judge."})
+    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote LMs (vLLM/SGLang/Ollama)."})
+    top1: str = field(default="answer", metadata={
+        "help": "LM programs: 'answer' (the normalized generated title) or 'ranked' (best constrained-ranking title)."})
+    threads: int = field(default=4, metadata={"help": "Worker threads for LM programs (local LMs batch them)."})
     split: str = field(default="dev", metadata={"help": "Split to evaluate on: train, dev or test."})
     data_dir: str | None = field(default=None, metadata={
         "help": "Data directory with onet/, soc/, nlsy79/ (default: $NEXTOCC_DATA_DIR or the user cache)."})
@@ -53,12 +70,16 @@ class EvalConfig:
     lam: float | None = field(default=None, metadata={
         "help": "Return weight of return_markov in [0, 1]; default: the train rate of returns."})
     max_examples: int | None = field(default=None, metadata={
-        "help": "Evaluate only the first N examples of the split (quick runs); default all."})
+        "help": "Evaluate a seeded sample of N persons (one transition each) of the split; default all examples."})
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
-        if self.program not in BASELINES:
-            raise ValueError(f"program must be one of {sorted(BASELINES)}, got {self.program!r}.")
+        if self.program not in PROGRAMS:
+            raise ValueError(f"program must be one of {list(PROGRAMS)}, got {self.program!r}.")
+        if self.top1 not in ("answer", "ranked"):
+            raise ValueError(f"top1 must be 'answer' or 'ranked', got {self.top1!r}.")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}.")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}.")
         if self.k < 1:
@@ -94,7 +115,8 @@ def _prediction_record(example: Any, pred: Any, row: dict[str, Any]) -> dict[str
     }
 
 
-def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxonomy | None = None) -> dict[str, Any]:
+def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxonomy | None = None,
+                   lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
     """Fits the configured baseline on train, evaluates it on the split and writes the run directory.
 
     Args:
@@ -103,6 +125,8 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
             :class:`careers.splits.DatasetSplits`); None loads ``config.dataset`` with
             ``careers.datasets.load_dataset``.
         taxonomy: A loaded taxonomy; None loads it from ``config.data_dir``.
+        lm: A ready ``dspy.LM`` for LM programs instead of ``config.lm`` (tests, notebooks).
+        judge_lm: A ready ``dspy.LM`` for the judge instead of ``config.judge_lm``.
 
     Returns:
         ``{"dataset", "program", "split", "k", "metrics", "n_train", "dataset_stats", "model", "seconds",
@@ -124,7 +148,9 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     if not train:
         raise ValueError(f"Dataset {config.dataset!r} has no training examples to fit {config.program!r} on.")
     if config.max_examples:
-        evalset = evalset[: config.max_examples]
+        evalset = sample_per_person(evalset, config.max_examples, config.seed)
+    if config.program in LM_PROGRAMS:
+        return _run_lm_evaluation(config, run_dir, train, evalset, taxonomy, splits, t0, lm, judge_lm)
     kwargs: dict[str, Any] = {"k": config.k, "alpha": config.alpha, "taxonomy": taxonomy}
     if config.program == "return_markov":
         kwargs["lam"] = config.lam
@@ -162,6 +188,43 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     return results
 
 
+def _lm(spec: str | None, config: EvalConfig) -> Any:
+    if spec is None or spec.startswith("local"):
+        return spec
+    return {"model": spec, "api_base": config.api_base} if config.api_base else spec
+
+
+def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
+                       splits: Any, t0: float, lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
+    """Scores an LM program (optionally judged) and writes metrics.json and predictions.jsonl."""
+    from metrics.judge import ReasonJudge
+    from programs.factory import build_program
+    from programs.scoring import score_program
+
+    kwargs: dict[str, Any] = {"k": config.k, "top1": config.top1}
+    if config.predictor_lm:
+        kwargs["predictor_lm"] = _lm(config.predictor_lm, config)
+    program = build_program(config.program, lm=lm or _lm(config.lm, config), taxonomy=taxonomy,
+                            trainset=train if config.program == "hybrid" else None, **kwargs)
+    judge_spec = judge_lm or _lm(config.judge_lm, config)
+    judge = ReasonJudge(judge_spec) if judge_spec is not None and config.program != "direct" else None
+    inputs = ("history", "states", "career") if config.program == "hybrid" else None
+    logger.info("Evaluating %s (%s) on %d %s examples", config.program, config.lm, len(evalset), config.split)
+    scored, records = score_program(program, evalset, taxonomy, judge=judge, threads=config.threads,
+                                    ks=tuple(sorted({1, config.k})), inputs=inputs)
+    with JsonlWriter(run_dir / "predictions.jsonl", mode="w") as out:
+        for rec in records:
+            out.write(rec)
+    results: dict[str, Any] = {
+        "dataset": config.dataset, "program": config.program, "split": config.split, "k": config.k,
+        "lm": config.lm, "predictor_lm": config.predictor_lm, "judge_lm": config.judge_lm, "metrics": scored,
+        "n_train": len(train), "dataset_stats": dict(getattr(splits, "stats", {}) or {}),
+        "seconds": round(time.perf_counter() - t0, 2), "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "metrics.json", results)
+    return results
+
+
 def results_table(results: Sequence[dict[str, Any]]) -> str:
     """A plain-text table (one row per results dict): AccEM, AccRM, Acc@k, MRR, SOC-major accuracy, n."""
     rows = []
@@ -171,6 +234,7 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
             "dataset": res["dataset"], "program": res["program"], "split": res["split"],
             "AccEM": round(m["AccEM"], 2), "AccRM": round(m["AccRM"], 2), f"Acc@{k}": round(m[f"Acc@{k}"], 2),
             "MRR": round(m["MRR"], 4), "SOC-major": round(m["soc_major"], 2), "n": m["n"],
+            **{c: m[f"judge_{c}"] for c in ("factuality", "coherence", "utility") if m.get(f"judge_{c}") is not None},
         })
     return pd.DataFrame(rows).to_string(index=False)
 

@@ -206,3 +206,31 @@ def test_jsonl_writer_drops_interrupted_line_before_appending(tmp_path):
     with JsonlWriter(path, mode="w") as w:
         w.write({"b": 1})
     assert read_jsonl(path) == [{"b": 1}]
+
+
+@pytest.mark.parametrize("program", ["two_step", "joint", "direct", "hybrid"])
+def test_lm_programs_evaluate_with_dummy_lm(tmp_path, taxonomy, program):
+    import json
+
+    from dspy.utils.dummies import DummyLM
+
+    from programs.evaluate import EvalConfig, run_evaluation
+
+    answers = {
+        "`[[ ## factuality ## ]]`": {"errors": "none", "factuality": "4"},
+        "`[[ ## coherence ## ]]`": {"justification": "ok", "coherence": "5"},
+        "`[[ ## utility ## ]]`": {"justification": "ok", "utility": "3"},
+        "starting with the field `[[ ## occupation ## ]]`": {"occupation": "Cashiers"},
+        "starting with the field `[[ ## reason ## ]]`": {"reason": "Stays in retail.", "occupation": "Cashiers"},
+    }
+    cfg = EvalConfig(dataset=f"jsonl:{FIXTURES / 'tiny_careers.jsonl'}", program=program, split="dev", output_dir=str(tmp_path),
+                     run_name="r", threads=2, judge_lm="dummy")
+    res = run_evaluation(cfg, taxonomy=taxonomy, lm=DummyLM(answers), judge_lm=DummyLM(answers))
+    m = res["metrics"]
+    assert m["n"] > 0 and m["errors"] == 0
+    rows = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["occupation"] == "Cashiers" and r["onet_code"] == "41-2011.00" for r in rows)
+    if program == "direct":
+        assert m.get("judge_factuality") is None and rows[0]["reason"] is None
+    else:
+        assert m["judge_factuality"] == 4 and m["judge_utility"] == 3 and rows[0]["judge"]["coherence"] == 5
