@@ -1,0 +1,74 @@
+"""python -m benchmarks: combined table assembly with stubbed benchmark functions (no model is loaded)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import benchmarks.__main__ as bm
+
+LM_RESULT = {"variants": {
+    "naive": {"tok_per_s": 10.0, "pred_per_s": 0.5, "wall_s": 8.0, "peak_rss_mb": 900.0},
+    "engine": {"tok_per_s": 35.0, "pred_per_s": 2.0, "wall_s": 4.0, "peak_rss_mb": 1200.0}}}
+TRAIN_RESULT = {"steps": 2, "variants": {
+    "plain": {"tokens_per_s": 100.0, "s_per_step": 4.0, "peak_rss_mb": 3000.0, "bf16": False},
+    "fast": {"tokens_per_s": 250.0, "s_per_step": 1.6, "peak_rss_mb": 2000.0, "bf16": True}},
+    "ratio_fast_vs_plain": 2.5}
+
+
+def test_assemble_rows_and_ratios():
+    rows = bm.assemble_rows({"lm": LM_RESULT, "train": TRAIN_RESULT})
+    by = {(r["benchmark"], r["variant"]): r for r in rows}
+    assert [r["benchmark"] for r in rows] == ["train", "train", "lm", "lm"]
+    assert by["lm", "naive"]["speed-up"] == 1.0 and by["lm", "engine"]["speed-up"] == 3.5
+    assert by["train", "fast"]["speed-up"] == 2.5 and by["train", "fast"]["items/s"] == pytest.approx(1 / 1.6)
+    assert by["train", "plain"]["wall s"] == 4.0 and by["lm", "engine"]["peak RSS MB"] == 1200.0
+    table = bm.format_table(rows)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["benchmark", "variant", "tokens/s"] and len(lines) == 2 + 4
+    assert "3.50x" in table and "2.50x" in table and "peak GPU MB" not in table
+
+
+def test_unavailable_benchmark_is_a_row():
+    rows = bm.assemble_rows({"lm": {"error": "ImportError: no module"}, "train": TRAIN_RESULT})
+    assert rows[-1] == {"benchmark": "lm", "variant": "unavailable", "note": "ImportError: no module"}
+    assert "ImportError" in bm.format_table(rows)
+    raw = bm.assemble_rows({"lm": {"variants": {}, "raw": "table text"}})
+    assert raw[0]["variant"] == "unavailable" and "raw" in raw[0]["note"]
+
+
+def test_run_benchmarks_with_stubs_only_quick_and_failures():
+    calls = {}
+
+    def lm_fn(**kw):
+        calls["lm"] = kw
+        return json.loads(json.dumps(LM_RESULT))
+
+    def train_fn(**kw):
+        calls["train"] = kw
+        raise RuntimeError("no torch here")
+
+    res = bm.run_benchmarks(None, quick=True, lm_fn=lm_fn, train_fn=train_fn)
+    assert calls["lm"]["n"] == bm.SIZES["lm_n"][0] and calls["train"]["steps"] == bm.SIZES["train_steps"][0]
+    assert res["train"]["error"].startswith("RuntimeError") and res["lm"]["variants"]
+    assert res["process_peak_rss_mb"] > 0
+    calls.clear()
+    res = bm.run_benchmarks("lm", quick=False, lm_fn=lm_fn, train_fn=train_fn)
+    assert set(calls) == {"lm"} and calls["lm"]["n"] == bm.SIZES["lm_n"][1] and "train" not in res
+    with pytest.raises(ValueError):
+        bm.run_benchmarks("gpu")
+
+
+def test_main_prints_one_combined_table(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bm, "measure_lm", lambda **kw: json.loads(json.dumps(LM_RESULT)))
+    monkeypatch.setattr(bm, "measure_train", lambda **kw: json.loads(json.dumps(TRAIN_RESULT)))
+    out_json = tmp_path / "bench.json"
+    assert bm.main(["--quick", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("benchmark  ") == 1 and "engine" in out and "fast" in out
+    saved = json.loads(out_json.read_text())
+    assert len(saved["table"]) == 4 and saved["results"]["quick"] is True
+    monkeypatch.setattr(bm, "measure_train", lambda **kw: (_ for _ in ()).throw(ImportError("finetune missing")))
+    assert bm.main(["--only", "train"]) == 1
+    assert "finetune missing" in capsys.readouterr().out
