@@ -13,6 +13,7 @@ Files written into a compile run directory:
 - ``sft_predict.jsonl``: the predictor step (history, reason → occupation).
 - ``sft_joint.jsonl``: multitask rows for one student: both steps above, plus the single-call joint
   signature (history → reason, occupation) when the program mode is ``joint``.
+- ``sft_direct.jsonl``: the no-reason ablation (history → occupation), when a ``direct`` predictor is given.
 - ``dpo_reason.jsonl``: ``prompt``/``chosen``/``rejected`` for the reason step.
 """
 
@@ -92,7 +93,8 @@ def export_traces(
         oracles: example_id → oracle candidate record (``history``, ``reason``, ``gold_occupation``).
         pairs: (chosen, rejected) candidate records for DPO.
         steps: Predictors by role: ``"reason"`` (history → reason), ``"predict"`` (history, reason →
-            occupation) and, when ``joint``, ``"joint"`` (history → reason, occupation).
+            occupation), when ``joint``, ``"joint"`` (history → reason, occupation), and optionally ``"direct"``
+            (history → occupation, the no-reason ablation; rows for every oracle example).
         joint: Whether to add single-call joint rows to ``sft_joint.jsonl``.
         adapter: The adapter used at inference.
 
@@ -104,13 +106,15 @@ def export_traces(
         if role not in steps:
             raise ValueError(f"export_traces needs a predictor for the {role!r} step; got {sorted(steps)}.")
     out = Path(out_dir)
-    reason_rows, predict_rows, joint_rows = [], [], []
+    reason_rows, predict_rows, joint_rows, direct_rows = [], [], [], []
     for record in oracles.values():
         history, reason, gold = record["history"], record["reason"], record["gold_occupation"]
         reason_rows.append(sft_row(steps["reason"], {"history": history}, {"reason": reason}, adapter))
         predict_rows.append(
             sft_row(steps["predict"], {"history": history, "reason": reason}, {"occupation": gold}, adapter)
         )
+        if "direct" in steps:
+            direct_rows.append(sft_row(steps["direct"], {"history": history}, {"occupation": gold}, adapter))
         if joint:
             joint_rows.append(
                 sft_row(steps["joint"], {"history": history}, {"reason": reason, "occupation": gold}, adapter)
@@ -125,6 +129,8 @@ def export_traces(
         "sft_joint.jsonl": _write_jsonl(out / "sft_joint.jsonl", reason_rows + predict_rows + joint_rows),
         "dpo_reason.jsonl": _write_jsonl(out / "dpo_reason.jsonl", dpo_rows),
     }
+    if "direct" in steps:
+        counts["sft_direct.jsonl"] = _write_jsonl(out / "sft_direct.jsonl", direct_rows)
     logger.info("Exported TRL datasets: %s", counts)
     return counts
 

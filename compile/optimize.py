@@ -7,7 +7,8 @@ One invocation writes one run directory (``--output-dir``/``--run-name``; re-usi
 2. ``program.json`` + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
    the training split (oracle reasons serve as labeled demos); zero-shot and optimized programs are scored on
    dev/test.
-3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``dpo_reason.jsonl`` (:mod:`compile.export`)
+3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``sft_direct.jsonl``, ``dpo_reason.jsonl``
+   (:mod:`compile.export`)
    and ``data_card.md``.
 4. ``report.md``, ``config.yaml`` (secrets redacted), ``metrics.json``, ``log.txt``.
 
@@ -188,7 +189,9 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         # 3. export for TRL
         t0 = time.perf_counter()
         joint = NextOccupation(mode="joint", lm=program.reasoner_lm, taxonomy=taxonomy)
-        steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor}
+        direct = NextOccupation(mode="direct", lm=program.reasoner_lm, taxonomy=taxonomy)
+        steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor,
+                 "direct": direct.predictor}
         counts = export_traces(run_dir, oracles, pairs, steps, joint=config.mode == "joint")
         write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
         phases["export"] = round(time.perf_counter() - t0, 1)

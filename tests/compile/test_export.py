@@ -51,4 +51,8 @@ def test_export_files_and_counts(tmp_path):
     assert "good" in rows[0]["chosen"][0]["content"] and "bad" in rows[0]["rejected"][0]["content"]
     assert rows[0]["prompt"] == dpo_row(steps["reason"], {"history": "h1"}, {"reason": "x"}, {"reason": "y"})["prompt"]
     counts = export_traces(tmp_path, oracles, [], steps, joint=False)
-    assert counts["sft_joint.jsonl"] == 4
+    assert counts["sft_joint.jsonl"] == 4 and "sft_direct.jsonl" not in counts
+    direct = dspy.Predict(dspy.Signature("history -> occupation", "Name the next occupation."))
+    counts = export_traces(tmp_path, oracles, [], {**steps, "direct": direct}, joint=False)
+    rows = [json.loads(x) for x in (tmp_path / "sft_direct.jsonl").read_text().splitlines()]
+    assert counts["sft_direct.jsonl"] == 2 and "Cashiers" in rows[0]["completion"][0]["content"]

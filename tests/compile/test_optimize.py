@@ -39,7 +39,7 @@ def test_run_writes_every_artifact_and_resumes(tmp_path):
     res = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
     run = tmp_path / "t"
     for name in ("candidates.jsonl", "program.json", "metrics.json", "sft_joint.jsonl", "sft_reason.jsonl",
-                 "sft_predict.jsonl", "dpo_reason.jsonl", "data_card.md", "report.md", "config.yaml", "log.txt"):
+                 "sft_predict.jsonl", "sft_direct.jsonl", "dpo_reason.jsonl", "data_card.md", "report.md", "config.yaml", "log.txt"):
         assert (run / name).exists(), name
     assert res["candidates"]["generated"] == 6 and res["oracles"] == 3
     assert res["exports"]["sft_joint.jsonl"] == 9  # reason + predict + joint rows
