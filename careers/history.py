@@ -30,6 +30,8 @@ DEFAULT_MAX_JOBS = 50
 DEFAULT_MAX_EDUCATION = 20
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 ONET_CODE = re.compile(r"^\d{2}-\d{4}\.\d{2}$")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_MARKER = re.compile(r"\[\[\s*##\s*(\w*)\s*##\s*\]\]")
 
 
 class HistoryValidationError(ValueError):
@@ -53,6 +55,8 @@ def clean_text(value: Any, *, field: str, max_len: int = MAX_TEXT, required: boo
             raise ValueError(f"{field} is not valid UTF-8 text") from None
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string, got {type(value).__name__}")
+    if _SURROGATE.search(value):
+        raise ValueError(f"{field} is not valid Unicode text (it holds a lone surrogate code point)")
     text = " ".join(_CONTROL.sub(" ", value).split())
     if not text:
         if required:
@@ -61,6 +65,12 @@ def clean_text(value: Any, *, field: str, max_len: int = MAX_TEXT, required: boo
     if len(text) > max_len:
         raise ValueError(f"{field} is {len(text)} characters long; the limit is {max_len}")
     return text
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,10 +84,10 @@ def _check_year(value: Any, field: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) < 10:
             value = int(value.strip())
         else:
-            raise ValueError(f"{field} must be a year (integer), got {value!r}")
+            raise ValueError(f"{field} must be a year (integer), got {_short(value)}")
     this_year = _this_year()
     if not MIN_YEAR <= value <= this_year:
         raise ValueError(f"{field}={value} is outside {MIN_YEAR}-{this_year}")
@@ -164,7 +174,7 @@ class Job(_Entry):
         if v is None or v == "":
             return None
         if not isinstance(v, str) or not ONET_CODE.match(v.strip()):
-            raise ValueError(f"onet_code must look like 15-1252.00, got {v!r}")
+            raise ValueError(f"onet_code must look like 15-1252.00, got {_short(v)}")
         return v.strip()
 
     @field_validator("onet_candidates", mode="before")
@@ -176,7 +186,7 @@ class Job(_Entry):
             raise ValueError("onet_candidates must be a list of O*NET-SOC codes")
         for c in v:
             if not isinstance(c, str) or not ONET_CODE.match(c):
-                raise ValueError(f"onet_candidates holds {c!r}, not an O*NET-SOC code like 15-1252.00")
+                raise ValueError(f"onet_candidates holds {_short(c)}, not an O*NET-SOC code like 15-1252.00")
         return tuple(v)
 
     @field_validator("age", mode="before")
@@ -185,7 +195,7 @@ class Job(_Entry):
         if v is None or v == "":
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not 10 <= v <= 100:
-            raise ValueError(f"age must be an integer between 10 and 100, got {v!r}")
+            raise ValueError(f"age must be an integer between 10 and 100, got {_short(v)}")
         return v
 
     @property
@@ -256,8 +266,8 @@ class CareerHistory(BaseModel):
         if isinstance(data, (str, bytes)):
             try:
                 data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise HistoryValidationError(f"{where}not valid JSON ({exc})") from None
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge ints, deep nesting
+                raise HistoryValidationError(f"{where}not valid JSON ({type(exc).__name__}: {exc})"[:500]) from None
         if not isinstance(data, dict):
             raise HistoryValidationError(f"{where}a career history must be a JSON object, got {type(data).__name__}")
         data = dict(data)
@@ -296,7 +306,8 @@ class CareerHistory(BaseModel):
         lines.extend(f"- {e.render()}" for e in self.education)
         lines.append("Jobs (oldest first):" if self.jobs else "Jobs: none reported")
         lines.extend(f"{i}. {j.render()}" for i, j in enumerate(self.jobs, 1))
-        return "\n".join(lines)
+        # text is data: a DSPy field marker ([[ ## name ## ]]) inside it is rewritten as [name]
+        return _MARKER.sub(lambda m: f"[{m.group(1)}]", "\n".join(lines))
 
     def to_json(self) -> str:
         """Compact JSON of the history (round-trips through :meth:`from_dict`)."""
@@ -350,6 +361,7 @@ def _format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ""
         for item in err["loc"]:
+            item = item if isinstance(item, int) or len(str(item)) <= 60 else str(item)[:57] + "..."
             loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

@@ -151,15 +151,21 @@ def _job_from(value: Any, where: str, field: str) -> Job:
 
 
 def _read_jsonl(path: Path) -> Iterable[tuple[str, CareerHistory, Job | None, str]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{where}: not valid UTF-8 text (byte {exc.start + 1} of the line)") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # e.g. integers over 4300 digits, nesting too deep
+                raise ValueError(f"{where}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
             if not isinstance(data, dict):
                 raise ValueError(f"{where}: each line must be a JSON object, got {type(data).__name__}")
             if "next" in data and "target" in data:
@@ -180,6 +186,18 @@ def _cell(row: dict[str, str | None], key: str) -> str | None:
     return value or None
 
 
+def _csv_rows(reader: csv.DictReader, path: Path) -> Iterable[dict[str, str | None]]:
+    """The reader's rows; a csv.Error (NUL bytes, a field over the size limit) becomes a ValueError naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV row ({exc})") from None
+        yield row
+
+
 def _read_csv(path: Path) -> Iterable[tuple[str, CareerHistory, Job | None, str]]:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -192,7 +210,7 @@ def _read_csv(path: Path) -> Iterable[tuple[str, CareerHistory, Job | None, str]
         if unknown:
             raise ValueError(f"{path}: unknown columns {unknown}; allowed: {list(CSV_COLUMNS)}")
         persons: dict[str, dict[str, Any]] = {}
-        for row in reader:
+        for row in _csv_rows(reader, path):
             lineno = reader.line_num
             where = f"{path}:{lineno}"
             if None in row:
@@ -241,7 +259,12 @@ def read_user_histories(path: str | os.PathLike, fmt: str | None = None
     if fmt == "jsonl":
         return list(_read_jsonl(p))
     if fmt == "csv":
-        return list(_read_csv(p))
+        try:
+            return list(_read_csv(p))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p}: not valid UTF-8 text (byte offset {exc.start} of the file)") from None
+        except csv.Error as exc:  # e.g. in the header row
+            raise ValueError(f"{p}: malformed CSV ({exc})") from None
     raise ValueError(f"{p}: unknown format {fmt!r}; use .jsonl (one history per line) or .csv (long format)")
 
 

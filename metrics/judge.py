@@ -198,7 +198,11 @@ class ReasonJudge(dspy.Module):
             ``dspy.Prediction(factuality, coherence, utility, justifications, failures, oracle_score, passed)``
             (scores are int or None; ``justifications`` maps criterion -> text).
         """
-        reason = "" if reason is None else str(reason)
+        from programs.next_occupation import neutralize_markers  # late: programs imports metrics
+
+        # inputs are data: DSPy field markers inside them ([[ ## name ## ]]) are rewritten as [name]
+        history, occupation = (neutralize_markers(v) if isinstance(v, str) else v for v in (history, occupation))
+        reason = neutralize_markers("" if reason is None else str(reason))
         inputs = {
             "factuality": {"history": history, "reason": reason},
             "coherence": {"reason": reason},

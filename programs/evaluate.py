@@ -32,7 +32,7 @@ from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from metrics.accuracy import evaluate_predictions
 from programs.baselines import BASELINES, make_baseline
-from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, write_config, write_json
+from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, redact, write_config, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -247,8 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("Config: %s", asdict(config))
-    results = run_evaluation(config)
+    logger.info("Config: %s", redact(asdict(config)))
+    try:
+        results = run_evaluation(config)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # bad input data, paths or settings
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(results_table([results]))
     print(f"run directory: {Path(results['run_dir'])}")
     return 0

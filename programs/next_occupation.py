@@ -137,6 +137,13 @@ def neutralize_markers(text: str) -> str:
     return _MARKER_RE.sub(lambda m: f"[{m.group(1)}]", text)
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class HistoryTypeError(HistoryValidationError, TypeError):
+    """A history of an unsupported type (both a ``ValueError``, like every input rejection, and a ``TypeError``)."""
+
+
 def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
     """Renders any accepted history form as prompt text (with DSPy field markers neutralized).
 
@@ -148,8 +155,8 @@ def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
         ``(prompt text, CareerHistory or None)``.
 
     Raises:
-        HistoryValidationError: A dict or JSON history that fails validation, or empty text.
-        TypeError: For other types.
+        HistoryValidationError: A dict or JSON history that fails validation, or empty or invalid text.
+        HistoryTypeError: For other types (a ``HistoryValidationError`` and a ``TypeError``).
     """
     career = None
     if isinstance(history, CareerHistory):
@@ -160,16 +167,20 @@ def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
         stripped = history.strip()
         if not stripped:
             raise HistoryValidationError("history is empty")
+        if _SURROGATE.search(history):
+            raise HistoryValidationError("history is not valid Unicode text (it holds a lone surrogate code point)")
         if stripped.startswith("{"):
             try:
                 json.loads(stripped)
             except json.JSONDecodeError:
                 return neutralize_markers(history), None  # rendered text that happens to start with a brace
+            except (ValueError, RecursionError) as exc:  # huge integers, nesting too deep
+                raise HistoryValidationError(f"history is not valid JSON ({type(exc).__name__})") from None
             career = CareerHistory.from_dict(stripped)
         else:
             return neutralize_markers(history), None
     else:
-        raise TypeError(
+        raise HistoryTypeError(
             f"history must be a CareerHistory, dict, JSON string or rendered text, got {type(history).__name__}"
         )
     return neutralize_markers(career.to_prompt_text()), career
@@ -459,7 +470,12 @@ class NextOccupation(dspy.Module):
         if manifest.get("class") != cls.__name__:
             raise ValueError(f"{man_path} holds a {manifest.get('class')}, not a {cls.__name__}; use that class.")
         state_path = safe_child(root, manifest.get("program", PROGRAM_FILE))
+        if state_path.suffix != ".json":  # JSON state only: never a pickle named by a manifest
+            raise ValueError(f"{man_path}: the program state must be a .json file, got {manifest.get('program')!r}.")
         specs = manifest.get("lms") or {}
+        # spec strings only (what save() writes): a dict could smuggle an api_base that receives the user's API key
+        if not isinstance(specs, dict) or any(v is not None and not isinstance(v, str) for v in specs.values()):
+            raise ValueError(f"{man_path}: 'lms' must map steps to LM spec strings; pass lm= to load() instead.")
         if data_dir is None and taxonomy is None:
             saved = manifest.get("data_dir")
             if isinstance(saved, str) and Path(saved).is_absolute() and Path(saved).is_dir():

@@ -17,6 +17,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import threading
 import types
 import typing
@@ -29,7 +30,8 @@ import yaml
 
 logger = logging.getLogger(__name__)
 
-SECRET_MARKERS = ("key", "token", "secret", "password")
+SECRET_MARKERS = ("key", "keys", "token", "secret", "secrets", "password", "passwd")
+_SECRET_WORDS = {"auth", "authorization", "bearer", "credential", "credentials", "cookie", "pwd"}
 REDACTED = "***"
 T = TypeVar("T")
 
@@ -55,8 +57,12 @@ def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix:
 
     Raises:
         FileExistsError: When an explicitly named run directory already exists and is not empty.
+        ValueError: When ``name`` is not a plain folder name (a path, ``..``, absolute, empty).
     """
     parent = Path(output_dir)
+    if name is not None and (not isinstance(name, str) or name.strip() in ("", ".", "..") or "\x00" in name
+                             or any(sep in name for sep in ("/", "\\"))):
+        raise ValueError(f"Run name {name!r} must be a plain folder name inside {parent} (no '/', '\\' or '..').")
     parent.mkdir(parents=True, exist_ok=True)
     if name is not None:
         path = parent / name
@@ -93,9 +99,12 @@ def _plain(obj: Any) -> Any:
 
 
 def is_secret_key(key: str) -> bool:
-    """True for keys that name a secret (containing key, token, secret or password)."""
-    low = str(key).lower()
-    return any(marker in low for marker in SECRET_MARKERS)
+    """True for keys that name a secret: a word of the key (``api_key``, ``hfToken``, ``X-Auth-Token``) ends with
+    key, token, secret or password (or is auth/credential...). Counts such as ``max_tokens`` are not secrets.
+    """
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(key)).lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", text) if w]
+    return any(w in _SECRET_WORDS or w.endswith(SECRET_MARKERS) for w in words)
 
 
 def redact(obj: Any) -> Any:
@@ -223,6 +232,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _shown(value: Any) -> str:
+    """The value for an error message: secret-named keys of nested mappings redacted, cut to 200 characters."""
+    text = repr(redact(value)) if isinstance(value, (Mapping, list, tuple)) else repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
     """Validates (YAML) or parses (command line text) ``value`` as type ``tp``."""
     origin = typing.get_origin(tp)
@@ -238,18 +253,18 @@ def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
                 return _coerce(value, arg, key, from_text=from_text)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_shown(value)}.")
     if origin is typing.Literal:
         for choice in args:
             if value == choice or (from_text and str(value) == str(choice)):
                 return choice
-        raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}.")
+        raise ConfigError(f"{key}: expected one of {list(args)}, got {_shown(value)}.")
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         items = value
         if from_text and isinstance(value, str):
             items = [v for v in value.split(",") if v.strip()]
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}.")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {_shown(value)}.")
         item_tp = args[0] if args else Any
         out = [_coerce(v, item_tp, f"{key}[{i}]", from_text=from_text) for i, v in enumerate(items)]
         return tuple(out) if origin is tuple or tp is tuple else out
@@ -260,7 +275,7 @@ def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
             return True
         if from_text and str(value).lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+        raise ConfigError(f"{key}: expected true or false, got {_shown(value)}.")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -269,7 +284,7 @@ def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
                 return int(str(value))
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+        raise ConfigError(f"{key}: expected an integer, got {_shown(value)}.")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -278,17 +293,17 @@ def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
                 return float(str(value))
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}.")
+        raise ConfigError(f"{key}: expected a number, got {_shown(value)}.")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {value!r}.")
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__} {_shown(value)}.")
     if tp is Path:
         if isinstance(value, (str, os.PathLike)):
             return Path(value)
-        raise ConfigError(f"{key}: expected a path, got {value!r}.")
+        raise ConfigError(f"{key}: expected a path, got {_shown(value)}.")
     return value
 
 
