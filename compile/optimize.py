@@ -143,7 +143,9 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         # 1. candidates and oracle reasons
         t0 = time.perf_counter()
         path = run_dir / "candidates.jsonl"
-        done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path)} if path.exists() else set()
+        # finished candidates are reused; failed ones (an error record) are generated again and superseded
+        done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path) if not r.get("error")} \
+            if path.exists() else set()
         with JsonlWriter(path) as writer:
             cstats = generate_candidates(train, build_steps(program, judge, config), writer,
                                          n=config.candidates_per_person, done=done, retries=config.retries,

@@ -107,8 +107,14 @@ def dpo_pairs(candidates: Iterable[dict], rule: SelectionRule) -> list[tuple[dic
     return pairs
 
 
+def latest_records(candidates: Iterable[dict]) -> list[dict]:
+    """One record per ``(example_id, candidate)``: the last one written (a retried failure supersedes its error)."""
+    return [c for group in group_by_example(candidates).values() for c in group]
+
+
 def score_summary(candidates: list[dict], rule: SelectionRule) -> dict:
-    """Counts, pass rates and score distributions for the data card and the report."""
+    """Counts, pass rates and score distributions (over the latest record of each candidate)."""
+    candidates = latest_records(candidates)
     total = len(candidates)
     judged = [c for c in candidates if rule.judged(c)]
     summary: dict = {

@@ -102,3 +102,17 @@ def test_example_ids_used_for_resume_are_per_transition():
     a = dspy.Example(person_id="1", history="x").with_inputs("history")
     b = dspy.Example(person_id="1", history="y").with_inputs("history")
     assert example_id(a) != example_id(b)
+
+
+@pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
+def test_failed_candidates_are_retried_on_resume(tmp_path):
+    from tests.helpers.faulty_engine import faulty_lm
+
+    cfg = config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10)
+    first = run_optimize(cfg, teacher_lm=faulty_lm(scripted_lm(), fail=1.0), judge_lm=scripted_lm())
+    assert first["candidates"]["errors"] == 6 and first["oracles"] == 0
+    second = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
+    assert second["candidates"]["generated"] == 6 and second["oracles"] == 3
+    assert second["selection"]["candidates"] == 6 and second["selection"]["generation_errors"] == 0
+    third = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
+    assert third["candidates"]["generated"] == 0

@@ -50,10 +50,14 @@ def test_compile_survives_ten_percent_faults_and_keeps_what_was_written(tmp_path
     res = run_optimize(_config(tmp_path), teacher_lm=teacher, judge_lm=judge)
     after = _lines(cands)
     assert after[:len(before)] == before, "lines written before the fault must survive byte for byte"
-    keys = [(json.loads(x)["example_id"], json.loads(x)["candidate"]) for x in after]
-    assert len(keys) == len(set(keys)), "no candidate may be written twice"
-    # note: the failed candidate of run 1 stays on disk as an error record and is not retried on resume
-    assert res["candidates"]["skipped"] == len(before)
+    records = [json.loads(x) for x in after]
+    finished = [(r["example_id"], r["candidate"]) for r in records if r["error"] is None]
+    assert len(finished) == len(set(finished)), "no finished candidate may be written twice"
+    # finished candidates of run 1 are reused; its failed candidate (an error record) is generated again
+    assert res["candidates"]["skipped"] == len(before) - 1
+    failed_key = (json.loads(before[-1])["example_id"], json.loads(before[-1])["candidate"])
+    assert sum((r["example_id"], r["candidate"]) == failed_key for r in records) == 2
+    assert res["selection"]["candidates"] == len({(r["example_id"], r["candidate"]) for r in records})
 
     engines = {"teacher": teacher._engine_spec.counts, "judge": judge._engine_spec.counts}
     injected = sum(c[k] for c in engines.values() for k in ("fail", "timeout", "garbage"))
