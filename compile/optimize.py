@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,16 @@ def _with_oracle_reasons(train: list[dspy.Example], oracles: dict[str, dict]) ->
     return out
 
 
-def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
+def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: Any = None,
+                 on_phase: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Runs the compile pipeline (see the module docstring) and returns its results dict.
 
     Args:
         config: The run configuration.
         teacher_lm: A ready ``dspy.LM`` to use instead of ``config.teacher_lm`` (tests, notebooks).
         judge_lm: A ready ``dspy.LM`` to use instead of ``config.judge_lm``.
+        on_phase: Called as ``on_phase(name, partial_results)`` after the candidates phase (e.g. an Optuna
+            trial reporting an intermediate value); it may raise to stop the run.
     """
     from careers.datasets import load_dataset
 
@@ -155,6 +158,8 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         pairs = dpo_pairs(candidates, rule)
         summary = score_summary(candidates, rule)
         phases["candidates"] = round(time.perf_counter() - t0, 1)
+        if on_phase is not None:
+            on_phase("candidates", {"selection": summary, "oracles": len(oracles), "train": len(train)})
         logger.info("phase candidates: %d candidates, pass rate %s, %d oracle reasons, %d without, %d DPO pairs "
                     "(%.0fs)", len(candidates), summary["pass_rate"], len(oracles), len(missing), len(pairs),
                     phases["candidates"])
