@@ -1,1 +1,15 @@
-"""Distillation of oracle traces into a small model with TRL + PEFT; Optuna studies (issue 6)."""
+"""Distillation of oracle traces into a small model with TRL + PEFT; Optuna studies (issue 6).
+
+Modules:
+
+* :mod:`finetune.distill` -- ``python -m finetune.distill``: SFT (+ DPO, merge, before/after evaluation);
+  :func:`finetune.distill.run_distill` is the importable entry point.
+* :mod:`finetune.config` -- :class:`~finetune.config.DistillConfig` and ``--config``/flag parsing.
+* :mod:`finetune.trainer` -- the shared SFT routine, the completion-only LM head (fast path) and CPU-safe defaults.
+* :mod:`finetune.artifacts` -- training curves, model cards, the DPO stage, merged weights.
+* :mod:`finetune.provider` -- :class:`~finetune.provider.TrlProvider`, a ``dspy.Provider`` for ``BootstrapFinetune``.
+* :mod:`finetune.evaluate_student` -- the student in the DSPy program, before vs after.
+* :mod:`finetune.study` -- ``python -m finetune.study``: Optuna studies over distill runs.
+* :mod:`finetune.benchmark` -- fast vs plain training throughput.
+* :mod:`finetune.demo_data` -- a small exported dataset for demos and benchmarks.
+"""

@@ -1,0 +1,149 @@
+"""Run artifacts of a distill run: training curves, model cards, the DPO stage and merged weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def plot_curves(log_history: list[dict[str, Any]], path: str | Path, title: str = "training") -> str | None:
+    """Plot train/eval loss (and learning rate) against the step from ``trainer.state.log_history`` as PNG.
+
+    Returns:
+        The PNG path, or None when the history holds no loss.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    dpo = [(h["step"], h["rewards/accuracies"]) for h in log_history if "rewards/accuracies" in h]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", marker=".")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), label="eval loss", marker="o")
+    if dpo:
+        ax.plot(*zip(*dpo, strict=True), label="DPO reward accuracy", linestyle="--")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None}
+    for key, value in (metrics.get("throughput") or {}).items():
+        out[f"throughput/{key}"] = value
+    return out
+
+
+def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, Any], model_name: str) -> Path:
+    """TRL's model card (``trainer.create_model_card``) extended with our metrics, written to ``adapter_dir``."""
+    adapter_dir = Path(adapter_dir)
+    text = ""
+    try:
+        trainer.create_model_card(model_name=model_name, tags=["nextocc", "distillation", "lora"])
+        card = Path(trainer.args.output_dir) / "README.md"
+        text = card.read_text(encoding="utf-8") if card.exists() else ""
+    except Exception as exc:  # noqa: BLE001 - the card is documentation; never fail a run over it
+        logger.warning("TRL model card failed (%s); writing metrics only", exc)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in _scalar_metrics(metrics).items())
+    text += ("\n\n## nextocc distillation metrics\n\n| metric | value |\n|---|---|\n" + rows + "\n\n"
+             "Base model licence: Gemma Terms of Use (https://ai.google.dev/gemma/terms) when the base is Gemma.\n")
+    path = adapter_dir / "README.md"
+    path.write_text(text, encoding="utf-8")
+    (Path(trainer.args.output_dir) / "README.md").write_text(text, encoding="utf-8")
+    return path
+
+
+def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict], config: Any,
+              output_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """DPO from an SFT adapter: continues training that adapter against a frozen copy of it (TRL's "ref" adapter).
+
+    Args:
+        model_folder: HF folder of the base model.
+        sft_adapter: The SFT adapter folder (the policy's start and the reference).
+        rows: TRL conversational ``prompt``/``chosen``/``rejected`` rows.
+        config: A :class:`finetune.config.DistillConfig`-like object (dpo_* fields, batch sizes, lengths).
+        output_dir: Stage directory.
+        resume: Continue from the latest checkpoint in ``output_dir``.
+
+    Returns:
+        Metrics (losses, reward accuracy, adapter path).
+    """
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    from finetune.trainer import device_defaults, latest_checkpoint, load_model_and_tokenizer
+
+    output_dir = Path(output_dir)
+    model, tokenizer = load_model_and_tokenizer(model_folder)
+    model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+    args = DPOConfig(
+        output_dir=str(output_dir), beta=config.dpo_beta, learning_rate=config.dpo_learning_rate,
+        max_steps=config.dpo_max_steps, num_train_epochs=config.dpo_num_train_epochs,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
+        seed=config.seed, logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to=config.report_to, disable_tqdm=True,
+        **device_defaults(config, plain=True if config.plain else False),
+    )
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter_dir = output_dir / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(adapter_dir))
+    history = trainer.state.log_history
+    acc = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {"train_loss": result.training_loss, "rows": len(rows), "global_step": trainer.state.global_step,
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "reward_accuracy_last": acc[-1] if acc else None, "adapter": str(adapter_dir),
+               "resumed_from": checkpoint}
+    metrics["curves"] = plot_curves(history, output_dir / "training_curves.png", title=f"DPO {output_dir.name}")
+    write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    metrics["log_history"] = history
+    return metrics
+
+
+def merge_adapter(model_folder: str | Path, adapter_dir: str | Path, out_dir: str | Path,
+                  dtype: str = "bfloat16") -> str:
+    """Merge a LoRA adapter into the base weights (``merge_and_unload``) and save a servable HF folder.
+
+    The folder (safetensors, config, tokenizer with chat template) loads in vLLM/SGLang/transformers.
+    """
+    import torch
+    from peft import PeftModel
+
+    from finetune.trainer import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(model_folder, dtype=getattr(torch, dtype))
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    out_dir = Path(out_dir)
+    merged.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(out_dir))
+    for extra in ("nextocc_source.json",):
+        src = Path(model_folder) / extra
+        if src.exists():
+            shutil.copy(src, out_dir / extra)
+    (out_dir / "nextocc_merge.json").write_text(
+        json.dumps({"base": str(model_folder), "adapter": str(adapter_dir)}, indent=2), encoding="utf-8")
+    return str(out_dir)

@@ -1,0 +1,134 @@
+"""Training-throughput benchmark: the fast SFT path vs a plain ``SFTTrainer`` configuration on the same data.
+
+``python -m finetune.benchmark --base local:gemma-3-270m --steps 3`` trains a few LoRA SFT steps per variant, each in
+its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak RSS and the speed-up ratios:
+
+* ``plain`` -- stock ``SFTTrainer`` loss (TRL's LM head on every position), fp32, random batches (CPU-safe defaults).
+* ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever.
+* ``fast`` -- the default path: completion-only LM head + bf16 autocast + length-grouped batches.
+
+The first step of each variant is a warm-up and is not timed. Run it under ``flock /tmp/nextocc_heavy.lock``
+on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import resource
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": True, "bf16": True},
+            "fast": {"plain": False, "bf16": None}}
+
+
+def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, queue: Any) -> None:
+    import torch
+
+    from finetune.trainer import load_model_and_tokenizer, make_sft_trainer
+
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_model_and_tokenizer(folder)
+    trainer, throughput = make_sft_trainer(model, tokenizer, rows, [], config, out_dir)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    result = throughput.summary()
+    result.update(bf16=trainer.args.bf16, losses=losses,
+                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    queue.put(result)
+
+
+def run_variant(folder: str, rows: list[dict], config: Any, out_dir: str | Path) -> dict[str, Any]:
+    """Train one variant in a fresh process and return its throughput summary and peak RSS (MB)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_variant_worker, args=(folder, rows, config, str(out_dir), queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"benchmark variant failed in its subprocess (exit code {proc.exitcode})")
+    return queue.get(timeout=10)
+
+
+def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
+                  variants: Sequence[str] = ("plain", "fast"), out_dir: str | Path = "runs/benchmark") -> dict[str, Any]:
+    """Measure each variant for ``steps`` timed steps (+1 warm-up) on the same rows.
+
+    Args:
+        folder: HF folder of the base model.
+        rows: Prompt/completion rows (at least ``batch * (steps + 1)`` of them are used).
+        config: A :class:`finetune.config.DistillConfig` (batch size, max_length, LoRA fields).
+        steps: Timed optimizer steps per variant.
+        variants: Names from :data:`VARIANTS`.
+        out_dir: Scratch folder for trainer outputs.
+
+    Returns:
+        ``{"variants": {name: summary}, "ratio_fast_vs_plain": ..., "ratio_fast_vs_plain_bf16": ...}``.
+    """
+    need = config.per_device_train_batch_size * config.gradient_accumulation_steps * (steps + 1)
+    rows = (rows * (need // len(rows) + 1))[:need]
+    results: dict[str, Any] = {"steps": steps, "rows": len(rows), "variants": {}}
+    for name in variants:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
+        cfg = replace(config, max_steps=steps + 1, save_steps=10**6, eval_fraction=0.0, **VARIANTS[name])
+        logger.info("Benchmark variant %s", name)
+        results["variants"][name] = run_variant(folder, rows, cfg, Path(out_dir) / name)
+    tps = {k: v["tokens_per_s"] for k, v in results["variants"].items()}
+    for base in ("plain", "plain_bf16"):
+        if "fast" in tps and tps.get(base):
+            results[f"ratio_fast_vs_{base}"] = round(tps["fast"] / tps[base], 2)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Plain-text table of a :func:`run_benchmark` result."""
+    lines = [f"{'variant':<12}{'bf16':>6}{'tokens/s':>11}{'s/step':>9}{'peak RSS MB':>13}"]
+    for name, r in results["variants"].items():
+        lines.append(f"{name:<12}{r['bf16']!s:>6}{r['tokens_per_s']:>11}{r['s_per_step']:>9}{r['peak_rss_mb']:>13}")
+    lines += [f"{k}: {v}" for k, v in results.items() if k.startswith("ratio")]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``--base``, ``--data`` (a sft_*.jsonl; default: synthetic demo rows), ``--steps``, ``--variants``."""
+    from finetune.config import DistillConfig
+    from finetune.data import read_rows
+    from finetune.distill import resolve_base
+
+    parser = argparse.ArgumentParser(description="Fast vs plain SFT throughput.")
+    parser.add_argument("--base", default="local:gemma-3-270m", help="Base model spec or HF folder.")
+    parser.add_argument("--data", default=None, help="A TRL prompt/completion JSONL (default: synthetic demo rows).")
+    parser.add_argument("--steps", type=int, default=3, help="Timed steps per variant (after one warm-up step).")
+    parser.add_argument("--batch", type=int, default=4, help="per_device_train_batch_size.")
+    parser.add_argument("--max_length", type=int, default=1024, help="Token limit per row.")
+    parser.add_argument("--variants", default="plain,fast", help="Comma-separated: plain, plain_bf16, fast.")
+    parser.add_argument("--out", default="runs/benchmark", help="Scratch/output folder; results.json goes here.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.data:
+        rows = read_rows(args.data)
+    else:
+        from finetune.demo_data import export_demo_run
+
+        export_demo_run(Path(args.out) / "data", n=48)
+        rows = read_rows(Path(args.out) / "data" / "sft_reason.jsonl")
+    folder, _ = resolve_base(args.base)
+    config = DistillConfig(joint_file="-", per_device_train_batch_size=args.batch, max_length=args.max_length)
+    results = run_benchmark(folder, rows, config, args.steps, args.variants.split(","), args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

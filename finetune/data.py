@@ -1,0 +1,132 @@
+"""Datasets of a distill run: the compile run's TRL files, and DSPy fine-tuning data converted to TRL rows.
+
+A compile run (:mod:`compile.export`) writes conversational rows exactly as DSPy's ChatAdapter formats them:
+``{"prompt": [system, user], "completion": [assistant]}`` (SFT) and ``{"prompt", "chosen", "rejected"}`` (DPO).
+:func:`chat_to_prompt_completion` turns DSPy's ``BootstrapFinetune`` data (``{"messages": [...]}``) into the same
+prompt/completion rows, so ``finetune.distill`` and :class:`finetune.provider.TrlProvider` train the same student.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SFT_FILES = {"joint": "sft_joint.jsonl", "reason": "sft_reason.jsonl", "predict": "sft_predict.jsonl"}
+DPO_FILE = "dpo_reason.jsonl"
+
+
+def _check_messages(messages: Any, where: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: expected a non-empty list of chat messages, got {type(messages).__name__}.")
+    for msg in messages:
+        if not isinstance(msg, dict) or "role" not in msg or not isinstance(msg.get("content"), str):
+            raise ValueError(f"{where}: every message needs 'role' and string 'content', got {msg!r:.200}.")
+
+
+def read_rows(path: str | Path, kind: str = "sft") -> list[dict[str, Any]]:
+    """Read and validate a TRL conversational JSONL file.
+
+    Args:
+        path: The file.
+        kind: ``"sft"`` (prompt/completion) or ``"dpo"`` (prompt/chosen/rejected).
+
+    Returns:
+        The rows.
+
+    Raises:
+        FileNotFoundError: If the file does not exist (the message names it).
+        ValueError: For malformed rows (file and line named) or an empty file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Dataset file not found: {path}")
+    keys = ("prompt", "completion") if kind == "sft" else ("prompt", "chosen", "rejected")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {i}: not valid JSON ({exc.msg}).") from None
+        missing = [k for k in keys if k not in row]
+        if missing:
+            raise ValueError(f"{path}, line {i}: missing {missing}; expected keys {list(keys)}.")
+        for key in keys:
+            _check_messages(row[key], f"{path}, line {i}, {key!r}")
+        rows.append({k: row[k] for k in keys})
+    if not rows:
+        raise ValueError(f"Dataset file {path} holds no rows.")
+    return rows
+
+
+def resolve_files(config: Any) -> dict[str, Path]:
+    """Map dataset roles (joint/reason/predict/dpo) to files from ``from_run`` and explicit overrides.
+
+    Only roles needed by ``config.mode`` (and ``config.dpo``) are returned; each must exist.
+
+    Raises:
+        FileNotFoundError: Naming the first missing file.
+    """
+    roles = ["joint"] if config.mode == "joint" else ["reason", "predict"]
+    if config.dpo:
+        roles.append("dpo")
+    explicit = {"joint": config.joint_file, "reason": config.reason_file, "predict": config.predict_file,
+                "dpo": config.dpo_file}
+    files: dict[str, Path] = {}
+    for role in roles:
+        if explicit[role]:
+            path = Path(explicit[role])
+        elif config.from_run:
+            run = Path(config.from_run)
+            if not run.is_dir():
+                raise FileNotFoundError(f"Compile run directory not found: {run}")
+            path = run / (DPO_FILE if role == "dpo" else SFT_FILES[role])
+        else:
+            raise FileNotFoundError(f"No {role} dataset: give --from_run or --{role}_file.")
+        if not path.is_file():
+            raise FileNotFoundError(f"Dataset file for the {role} step not found: {path}")
+        files[role] = path
+    return files
+
+
+def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministic train/eval split (eval gets ``round(n * eval_fraction)`` rows, at least 1 when > 0)."""
+    import random
+
+    if eval_fraction <= 0 or len(rows) < 2:
+        return list(rows), []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(rows) * eval_fraction))
+    eval_idx = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in eval_idx], [r for i, r in enumerate(rows) if i in eval_idx]
+
+
+def chat_to_prompt_completion(data: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Convert DSPy chat fine-tuning data to TRL prompt/completion rows.
+
+    DSPy's ``BootstrapFinetune`` passes ``{"messages": [system, user, ..., assistant]}`` items (from
+    ``ChatAdapter.format_finetune_data``); the last assistant message is the completion, everything before it the
+    prompt -- the same split as :func:`compile.export.sft_row`. Items already in prompt/completion form pass through.
+
+    Raises:
+        ValueError: If an item has no final assistant message.
+    """
+    rows = []
+    for i, item in enumerate(data):
+        if "prompt" in item and "completion" in item:
+            rows.append({"prompt": item["prompt"], "completion": item["completion"]})
+            continue
+        messages = item.get("messages")
+        _check_messages(messages, f"train_data[{i}]['messages']")
+        if messages[-1]["role"] != "assistant" or len(messages) < 2:
+            raise ValueError(f"train_data[{i}]: the last message must be the assistant's answer.")
+        clean = [{"role": m["role"], "content": m["content"]} for m in messages]
+        rows.append({"prompt": clean[:-1], "completion": clean[-1:]})
+    return rows

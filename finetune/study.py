@@ -1,0 +1,249 @@
+"""Optuna hyper-parameter studies over distill runs: ``python -m finetune.study``.
+
+Examples::
+
+    python -m finetune.study --distill_config configs/distill_demo.yaml --n_trials 12 --metric eval_loss
+    python -m finetune.study --distill_config cfg.yaml --metric AccRM --storage postgresql://user@host/db --n_trials 40
+
+Each trial samples LoRA/SFT parameters (learning rate, rank, alpha multiplier, dropout, epochs), runs
+:func:`finetune.distill.run_distill` into ``<study_dir>/trials/trial-<n>`` (recorded as the trial's ``run_dir``
+user attribute) and returns the objective. Sampler: seeded ``TPESampler``; pruner: ``MedianPruner`` fed by the eval
+loss of every evaluation (per epoch, or every ``eval_steps``) through :class:`OptunaPruningCallback`.
+
+Objective: ``--metric eval_loss`` (minimized; mean over the SFT stages) or a program metric such as ``AccRM``
+(maximized; from the before/after evaluation of the student on the compile run's dev split). **Fallback:** when the
+DSPy-program evaluation is unavailable, the trial's value is ``-eval_loss`` (so "maximize" still prefers lower loss)
+and the trial's ``objective`` user attribute says ``eval_loss (fallback)``.
+
+Storage: any SQLAlchemy URL (default ``sqlite:///<study_dir>/study.db``); a PostgreSQL/MySQL URL lets many machines
+share one study. ``load_if_exists=True`` and ``--n_trials`` counting *finished* trials make a re-run continue an
+interrupted study; a heartbeat marks trials of dead processes as failed and retries them once. Outputs:
+``optimization_history.png``, ``param_importances.png``, ``best_config.yaml`` (ready for ``finetune.distill``) and
+``study.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import TrainerCallback
+
+from finetune.config import DistillConfig, parse_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyConfig:
+    """Optuna study over distill runs (search space, sampler, pruner, storage)."""
+
+    distill_config: str | None = field(default=None, metadata={"help": "YAML of DistillConfig fields every trial starts from."})
+    from_run: str | None = field(default=None, metadata={"help": "Compile run (overrides the distill config's from_run)."})
+    base: str | None = field(default=None, metadata={"help": "Base model spec (overrides the distill config)."})
+    max_steps: int | None = field(default=None, metadata={"help": "Steps per trial stage (overrides the distill config)."})
+    study_name: str = field(default="distill", metadata={"help": "Optuna study name (shared by all workers)."})
+    study_dir: str = field(default="runs/study", metadata={"help": "Folder of the study's trial runs, plots and best config."})
+    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL (default: sqlite:///<study_dir>/study.db)."})
+    n_trials: int = field(default=10, metadata={"help": "Finished (complete or pruned) trials the study should reach."})
+    timeout: float | None = field(default=None, metadata={"help": "Stop starting trials after this many seconds."})
+    metric: str = field(default="eval_loss", metadata={"help": "Objective: eval_loss (minimize) or a program metric like AccRM (maximize)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler."})
+    n_startup_trials: int = field(default=3, metadata={"help": "Random trials before TPE (and before pruning starts)."})
+    lr_min: float = field(default=1e-5, metadata={"help": "Lowest learning rate (log scale)."})
+    lr_max: float = field(default=1e-3, metadata={"help": "Highest learning rate (log scale)."})
+    lora_r_choices: list[int] = field(default_factory=lambda: [4, 8, 16, 32], metadata={"help": "LoRA ranks to try."})
+    alpha_multipliers: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "lora_alpha = r * one of these."})
+    dropout_max: float = field(default=0.1, metadata={"help": "Highest LoRA dropout (uniform from 0)."})
+    epoch_choices: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0], metadata={"help": "num_train_epochs to try (used when max_steps is -1)."})
+
+    def __post_init__(self):
+        if self.n_trials < 1:
+            raise ValueError(f"n_trials must be >= 1, got {self.n_trials}.")
+        if not 0 < self.lr_min <= self.lr_max:
+            raise ValueError("need 0 < lr_min <= lr_max.")
+        if not self.lora_r_choices or not self.alpha_multipliers or not self.epoch_choices:
+            raise ValueError("lora_r_choices, alpha_multipliers and epoch_choices must not be empty.")
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.metric == "eval_loss" else "maximize"
+
+
+class OptunaPruningCallback(TrainerCallback):
+    """Reports each evaluation's ``eval_loss`` to the trial and stops a trial the pruner rejects.
+
+    ``step_offset`` keeps the reported steps increasing across the stages of a two-model run.
+    """
+
+    def __init__(self, trial: Any, step_offset: int = 0):
+        self.trial = trial
+        self.step_offset = step_offset
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        import optuna
+
+        if not metrics or "eval_loss" not in metrics:
+            return
+        step = self.step_offset + state.global_step
+        self.trial.report(float(metrics["eval_loss"]), step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (eval_loss {metrics['eval_loss']:.4f})")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.step_offset += state.global_step
+
+
+def base_distill_config(config: StudyConfig) -> dict[str, Any]:
+    """The distill fields every trial starts from (YAML + study overrides), validated once."""
+    values: dict[str, Any] = {}
+    if config.distill_config:
+        values = dataclasses.asdict(parse_config(DistillConfig, ["--config", config.distill_config]))
+    for key in ("from_run", "base", "max_steps"):
+        if getattr(config, key) is not None:
+            values[key] = getattr(config, key)
+    values.update(resume=False, run_name=None)
+    DistillConfig(**values)  # validation: fails before any trial runs
+    return values
+
+
+def sample_params(trial: Any, config: StudyConfig, use_epochs: bool) -> dict[str, Any]:
+    """The trial's DistillConfig overrides sampled from the search space."""
+    r = trial.suggest_categorical("lora_r", config.lora_r_choices)
+    params = {
+        "learning_rate": trial.suggest_float("learning_rate", config.lr_min, config.lr_max, log=True),
+        "lora_r": r,
+        "lora_alpha": r * trial.suggest_categorical("alpha_multiplier", config.alpha_multipliers),
+        "lora_dropout": trial.suggest_float("lora_dropout", 0.0, config.dropout_max),
+    }
+    if use_epochs:
+        params["num_train_epochs"] = trial.suggest_categorical("num_train_epochs", config.epoch_choices)
+    return params
+
+
+def make_objective(config: StudyConfig, base: dict[str, Any]):
+    """The Optuna objective: one distill run per trial."""
+    from finetune.distill import run_distill
+
+    def objective(trial):
+        params = sample_params(trial, config, use_epochs=base.get("max_steps", -1) == -1)
+        run_name = f"trial-{trial.number}"
+        values = {**base, **params, "output_dir": str(Path(config.study_dir) / "trials"), "run_name": run_name,
+                  "evaluate": config.metric != "eval_loss", "eval_split": "dev"}
+        if not values.get("eval_fraction"):
+            values["eval_fraction"] = 0.1  # pruning and the loss objective need held-out rows
+        trial.set_user_attr("run_dir", str(Path(values["output_dir"]) / run_name))
+        trial.set_user_attr("distill_params", params)
+        results = run_distill(DistillConfig(**values), callbacks=[OptunaPruningCallback(trial)])
+        losses = [s["eval_loss"] for k, s in results["stages"].items() if "eval_loss" in s]
+        eval_loss = sum(losses) / len(losses) if losses else float("nan")
+        trial.set_user_attr("eval_loss", eval_loss)
+        if config.metric == "eval_loss":
+            trial.set_user_attr("objective", "eval_loss")
+            return eval_loss
+        after = results["evaluation"].get("after") or {}
+        if after.get("available") and config.metric in after.get("metrics", {}):
+            trial.set_user_attr("objective", config.metric)
+            return float(after["metrics"][config.metric])
+        trial.set_user_attr("objective", "eval_loss (fallback)")
+        trial.set_user_attr("fallback_reason", results["evaluation"].get("reason"))
+        return -eval_loss
+
+    return objective
+
+
+def open_study(config: StudyConfig):
+    """Create or load the study (seeded TPE, MedianPruner, heartbeat-retried RDB storage)."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    Path(config.study_dir).mkdir(parents=True, exist_ok=True)
+    url = config.storage or f"sqlite:///{Path(config.study_dir).resolve() / 'study.db'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.n_startup_trials)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
+    return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction=config.direction, load_if_exists=True)
+
+
+def save_outputs(study: Any, config: StudyConfig, base: dict[str, Any]) -> dict[str, Any]:
+    """Plots (PNG), ``best_config.yaml`` and ``study.json`` in the study directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    out = Path(config.study_dir)
+    files: dict[str, Any] = {}
+    for name, plot in (("optimization_history", ovm.plot_optimization_history),
+                       ("param_importances", ovm.plot_param_importances)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = plot(study)
+            ax = ax[0] if hasattr(ax, "__len__") else ax
+            ax.figure.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
+            matplotlib.pyplot.close(ax.figure)
+            files[name] = str(out / f"{name}.png")
+        except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
+            logger.warning("Plot %s skipped: %s", name, exc)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    summary: dict[str, Any] = {"study_name": study.study_name, "direction": config.direction, "metric": config.metric,
+                               "n_complete": len(done), "n_trials": len(study.trials), "plots": files}
+    if done:
+        best = study.best_trial
+        best_cfg = {**base, **(best.user_attrs.get("config_params") or best.user_attrs.get("distill_params", {})),
+                    "run_name": None}
+        if "resume" in base:
+            best_cfg["resume"] = False
+        (out / "best_config.yaml").write_text(yaml.safe_dump(best_cfg, sort_keys=False), encoding="utf-8")
+        summary.update(best_value=best.value, best_params=best.params, best_trial=best.number,
+                       best_run_dir=best.user_attrs.get("run_dir"), best_config=str(out / "best_config.yaml"))
+    summary["trials"] = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                          "run_dir": t.user_attrs.get("run_dir"), "objective": t.user_attrs.get("objective")}
+                         for t in study.trials]
+    (out / "study.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary
+
+
+def run_study(config: StudyConfig) -> dict[str, Any]:
+    """Run (or continue) the study until it has ``n_trials`` finished trials or ``timeout`` passes."""
+    import optuna
+
+    base = base_distill_config(config)
+    study = open_study(config)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = config.n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        logger.info("Study %s: running %d more trial(s)", config.study_name, remaining)
+        study.optimize(make_objective(config, base), n_trials=remaining, timeout=config.timeout,
+                       catch=(RuntimeError,), gc_after_trial=True)
+    return save_outputs(study, config, base)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_study(parse_config(StudyConfig, argv))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

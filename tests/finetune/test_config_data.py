@@ -1,0 +1,103 @@
+"""Config parsing, dataset resolution and DSPy chat-data conversion (no training)."""
+
+from __future__ import annotations
+
+import pytest
+from ft_helpers import sft_rows, write_jsonl
+
+from finetune.config import DistillConfig, parse_config
+from finetune.data import chat_to_prompt_completion, read_rows, resolve_files
+from finetune.distill import main
+
+
+def test_flags_override_yaml(tmp_path, compile_run):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"from_run: {compile_run}\nlora_r: 8\nlearning_rate: 0.001\nlora_target_modules: [q_proj]\n")
+    config = parse_config(DistillConfig, ["--config", str(cfg), "--lora_r", "4", "--mode", "two_model"])
+    assert (config.lora_r, config.learning_rate, config.mode) == (4, 0.001, "two_model")
+    assert config.lora_target_modules == ["q_proj"]
+    config = parse_config(DistillConfig, ["--from_run", "x", "--lora_target_modules", "q_proj,v_proj"])
+    assert config.lora_target_modules == ["q_proj", "v_proj"]
+
+
+def test_unknown_key_is_rejected_by_name(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("from_run: x\nlora_rank: 8\n")
+    with pytest.raises(ValueError, match="lora_rank"):
+        parse_config(DistillConfig, ["--config", str(cfg)])
+
+
+def test_bad_type_is_rejected_by_name(tmp_path):
+    with pytest.raises(ValueError, match="lora_r"):
+        parse_config(DistillConfig, ["--from_run", "x", "--lora_r", "big"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("from_run: x\nlearning_rate: fast\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        parse_config(DistillConfig, ["--config", str(cfg)])
+
+
+def test_invalid_values_and_missing_data():
+    with pytest.raises(ValueError, match="mode"):
+        DistillConfig(from_run="x", mode="three_model")
+    with pytest.raises(ValueError, match="No data"):
+        DistillConfig()
+    with pytest.raises(ValueError, match="resume"):
+        DistillConfig(from_run="x", resume=True)
+
+
+def test_missing_dataset_file_is_named(tmp_path, compile_run, capsys):
+    (compile_run / "sft_predict.jsonl").unlink()
+    config = DistillConfig(from_run=str(compile_run), mode="two_model")
+    with pytest.raises(FileNotFoundError, match="sft_predict.jsonl"):
+        resolve_files(config)
+    assert main(["--from_run", str(compile_run), "--mode", "two_model", "--output_dir", str(tmp_path)]) == 2
+    assert "sft_predict.jsonl" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        resolve_files(DistillConfig(joint_file=str(tmp_path / "nope.jsonl")))
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": [{"role": "user", "content": "x"}], "completion": []}\n')
+    with pytest.raises(ValueError, match="bad.jsonl, line 1"):
+        read_rows(path)
+    path.write_text('{"prompt": [{"role": "user", "content": "x"}]}\n')
+    with pytest.raises(ValueError, match="completion"):
+        read_rows(path)
+
+
+def test_dspy_chat_data_becomes_prompt_completion(tmp_path):
+    rows = sft_rows(3)
+    dspy_data = [{"messages": r["prompt"] + r["completion"]} for r in rows]
+    assert chat_to_prompt_completion(dspy_data) == rows
+    with pytest.raises(ValueError, match="assistant"):
+        chat_to_prompt_completion([{"messages": rows[0]["prompt"]}])
+    assert read_rows(write_jsonl(tmp_path / "x.jsonl", rows)) == rows
+
+
+def test_export_matches_dspy_bootstrap_finetune_format():
+    """compile.export rows and BootstrapFinetune's format_finetune_data split the same way."""
+    import dspy
+
+    from compile.export import sft_row
+    from signatures import GenerateReason
+
+    pred = dspy.Predict(GenerateReason)
+    row = sft_row(pred, {"history": "Cashier 2010-2012"}, {"reason": "likes retail"})
+    data = dspy.ChatAdapter().format_finetune_data(GenerateReason, [], {"history": "Cashier 2010-2012"},
+                                                   {"reason": "likes retail"})
+    assert chat_to_prompt_completion([data]) == [row]
+
+
+def test_fallback_parser_without_programs_run_dir(tmp_path):
+    from finetune.config import _load_config_fallback
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("from_run: x\nlora_r: 8\n")
+    config = _load_config_fallback(DistillConfig, ["--config", str(cfg), "--eval_steps", "none", "--dpo", "true"])
+    assert (config.lora_r, config.eval_steps, config.dpo) == (8, None, True)
+    cfg.write_text("from_run: x\nlora_rank: 8\n")
+    with pytest.raises(ValueError, match="lora_rank"):
+        _load_config_fallback(DistillConfig, ["--config", str(cfg)])
+    with pytest.raises(ValueError, match="lora_r"):
+        _load_config_fallback(DistillConfig, ["--from_run", "x", "--lora_r", "big"])

@@ -1,0 +1,111 @@
+"""SFT/DPO routine on a tiny random model: loss, LoRA updates, masking, fast-vs-plain loss, save/reload."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from ft_helpers import dpo_rows, sft_rows
+
+from finetune.artifacts import train_dpo
+from finetune.config import DistillConfig
+from finetune.trainer import build_sft_config, load_model_and_tokenizer, make_sft_trainer, train_sft
+
+
+def _config(**kw) -> DistillConfig:
+    base = dict(joint_file="unused", max_steps=6, per_device_train_batch_size=4, learning_rate=5e-3,
+                save_steps=1000, logging_steps=1, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                lora_target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], eval_fraction=0.0)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def _batch_loss(trainer, batch) -> float:
+    trainer.model.eval()
+    with torch.no_grad():
+        return float(trainer.compute_loss(trainer.model, dict(batch)))
+
+
+def test_cpu_safe_defaults(tmp_path):
+    fast = build_sft_config(_config(), tmp_path, has_eval=False)
+    plain = build_sft_config(_config(plain=True), tmp_path, has_eval=False)
+    assert fast.use_cpu and not fast.gradient_checkpointing and fast.bf16
+    assert plain.use_cpu and not plain.gradient_checkpointing and not plain.bf16
+    assert fast.completion_only_loss and fast.train_sampling_strategy == "group_by_length"
+    assert plain.train_sampling_strategy == "random"
+
+
+def test_sft_lowers_loss_and_changes_every_lora_weight(tiny_model_dir, tmp_path):
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    trainer, _ = make_sft_trainer(model, tok, sft_rows(12), [], _config(bf16=False), tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    before_loss = _batch_loss(trainer, batch)
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for n, p in trainer.model.named_parameters() if "lora_" in n)
+    trainer.train()
+    after_loss = _batch_loss(trainer, batch)
+    assert after_loss < before_loss - 0.05
+    params = dict(trainer.model.named_parameters())
+    unchanged = [n for n, p in lora.items() if torch.equal(p, params[n].detach())]
+    assert not unchanged, f"LoRA weights not updated: {unchanged}"
+
+
+def test_completion_only_loss_masks_prompt(tiny_model_dir, tmp_path):
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    rows = sft_rows(4)
+    trainer, _ = make_sft_trainer(model, tok, rows, [], _config(plain=True), tmp_path)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    for i in range(4):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        kept = labels != -100
+        prompt = tok.apply_chat_template(rows[i]["prompt"], tokenize=False, add_generation_prompt=True)
+        n_prompt = len(tok(prompt, add_special_tokens=False).input_ids)
+        n_real = int(mask.sum())
+        assert not kept[:n_prompt].any(), "a prompt token carries a label"
+        assert kept[n_prompt:n_real].all(), "a completion token lost its label"
+        assert not kept[n_real:].any(), "padding carries a label"
+        text = tok.decode(ids[kept])
+        assert text.startswith("[[ ## reason ## ]]") and "[[ ## history ## ]]" not in text
+
+
+def test_fast_path_loss_equals_plain_loss(tiny_model_dir, tmp_path):
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    trainer, _ = make_sft_trainer(model, tok, sft_rows(8), [], _config(bf16=False), tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    fast = _batch_loss(trainer, batch)
+    trainer.completion_head = False
+    plain = _batch_loss(trainer, batch)
+    assert fast == pytest.approx(plain, rel=1e-5, abs=1e-5)
+
+
+def test_train_save_reload_gives_identical_greedy_outputs(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    metrics = train_sft(tiny_model_dir, sft_rows(12), sft_rows(2), _config(max_steps=4, bf16=False), tmp_path / "s")
+    assert metrics["eval_loss"] > 0 and (tmp_path / "s" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "s" / "training_curves.png").exists()
+    assert "nextocc distillation metrics" in (tmp_path / "s" / "adapter" / "README.md").read_text()
+    base, tok = load_model_and_tokenizer(tiny_model_dir)
+    reloaded = PeftModel.from_pretrained(base, metrics["adapter"]).eval()
+    merged = PeftModel.from_pretrained(load_model_and_tokenizer(tiny_model_dir)[0], metrics["adapter"])
+    merged = merged.merge_and_unload().eval()
+    prompt = tok.apply_chat_template(sft_rows(1)[0]["prompt"], add_generation_prompt=True, return_tensors="pt",
+                                     return_dict=True)
+    with torch.no_grad():
+        a = reloaded.generate(**prompt, max_new_tokens=12, do_sample=False)
+        b = merged.generate(**prompt, max_new_tokens=12, do_sample=False)
+        plain_base = load_model_and_tokenizer(tiny_model_dir)[0].eval()
+        logits_base = plain_base(**prompt).logits
+        logits_lora = reloaded(**prompt).logits
+    assert torch.equal(a, b)
+    assert not torch.allclose(logits_base, logits_lora), "the adapter has no effect"
+
+
+def test_dpo_runs_a_step(tiny_model_dir, tmp_path):
+    sft = train_sft(tiny_model_dir, sft_rows(8), [], _config(max_steps=2), tmp_path / "sft")
+    cfg = dataclasses.replace(_config(), dpo_max_steps=1, per_device_train_batch_size=2)
+    metrics = train_dpo(tiny_model_dir, sft["adapter"], dpo_rows(4), cfg, tmp_path / "dpo")
+    assert metrics["global_step"] == 1 and metrics["train_loss"] > 0
+    assert (tmp_path / "dpo" / "adapter" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "dpo" / "adapter" / "ref").exists()
