@@ -48,6 +48,17 @@ from signatures.rationalize import GenerateReasonFromGold
 logger = logging.getLogger(__name__)
 
 
+def compile_splits(config: OptimizeConfig) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
+    """The train/dev/test examples of a compile run (seeded per-person samples); reused by distill's evaluation."""
+    from careers.datasets import load_dataset
+
+    kwargs = {"n_persons": config.synthetic_persons} if config.dataset == "synthetic" else {}
+    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
+    return (sample_per_person(splits.train, config.n_train, config.seed),
+            sample_per_person(splits.dev, config.n_dev, config.seed + 1),
+            sample_per_person(splits.test, config.n_test, config.seed + 2))
+
+
 def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
     if spec.startswith("local"):
         return spec
@@ -118,19 +129,13 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         on_phase: Called as ``on_phase(name, partial_results)`` after the candidates phase (e.g. an Optuna
             trial reporting an intermediate value); it may raise to stop the run.
     """
-    from careers.datasets import load_dataset
-
     t_start = time.perf_counter()
     run_dir = make_run_dir(config.output_dir, config.run_name, prefix="compile", resume=True)
     handler = _setup_logging(run_dir)
     try:
         write_config(run_dir, config)
         taxonomy = OnetTaxonomy.load(config.data_dir)
-        kwargs = {"n_persons": config.synthetic_persons} if config.dataset == "synthetic" else {}
-        splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
-        train = sample_per_person(splits.train, config.n_train, config.seed)
-        dev = sample_per_person(splits.dev, config.n_dev, config.seed + 1)
-        test = sample_per_person(splits.test, config.n_test, config.seed + 2)
+        train, dev, test = compile_splits(config)
         if not train:
             raise ValueError(f"dataset {config.dataset!r} has no training examples.")
         logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),

@@ -7,18 +7,11 @@ fallback otherwise, so this module works on partial checkouts too.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import yaml
-
-MODES = ("joint", "two_model")
+MODES = ("joint", "two_model", "direct")
 T = TypeVar("T")
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -33,11 +26,12 @@ class DistillConfig:
     joint_file: str | None = field(default=None, metadata={"help": "Explicit sft_joint.jsonl (overrides from_run)."})
     reason_file: str | None = field(default=None, metadata={"help": "Explicit sft_reason.jsonl (overrides from_run)."})
     predict_file: str | None = field(default=None, metadata={"help": "Explicit sft_predict.jsonl (overrides from_run)."})
+    direct_file: str | None = field(default=None, metadata={"help": "Explicit sft_direct.jsonl (overrides from_run)."})
     dpo_file: str | None = field(default=None, metadata={"help": "Explicit dpo_reason.jsonl (overrides from_run)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of SFT rows held out for eval loss (0 disables eval)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use at most this many SFT rows per dataset (quick runs)."})
     # model
-    mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict)."})
+    mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl."})
     base: str = field(default="local:gemma-3-270m", metadata={"help": "Base model: any local spec lms loads (local:gemma-3-270m, local:/hf/folder) or an HF folder / hub id."})
     # LoRA
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -106,7 +100,9 @@ class DistillConfig:
             raise ValueError(f"eval_split must be 'test' or 'dev', got {self.eval_split!r}.")
         if self.resume and not self.run_name:
             raise ValueError("--resume needs --run_name naming the run directory to continue.")
-        if not (self.from_run or self.joint_file or self.reason_file or self.predict_file):
+        if self.dpo and self.mode == "direct":
+            raise ValueError("dpo trains the reason step; mode direct has no reason step. Drop --dpo or pick a mode.")
+        if not (self.from_run or self.joint_file or self.reason_file or self.predict_file or self.direct_file):
             raise ValueError("No data: give --from_run RUN_DIR (a compile run) or explicit --joint_file / "
                              "--reason_file / --predict_file.")
 
@@ -117,89 +113,11 @@ class ConfigError(ValueError):
 
 
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None) -> T:
-    """Build a config from ``--config file.yaml`` plus ``--field value`` flags.
-
-    Args:
-        dataclass_type: The config dataclass.
-        argv: Command-line arguments (None: ``sys.argv[1:]``).
-
-    Returns:
-        The config (its ``__post_init__`` validation has run).
+    """Build a config from ``--config file.yaml`` plus ``--field value`` flags (:func:`programs.run_dir.load_config`).
 
     Raises:
         ValueError: (``ConfigError``) for unknown keys, wrong types, missing files or invalid values.
     """
-    try:
-        from programs.run_dir import load_config
-    except ImportError:
-        load_config = _load_config_fallback
+    from programs.run_dir import load_config
+
     return load_config(dataclass_type, argv)
-
-
-def _coerce(value: Any, tp: Any, key: str, from_text: bool) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (from_text and str(value).lower() in ("none", "null")):
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key, from_text)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: expected {tp}, got {value!r}.")
-    if origin is list:
-        items = value.split(",") if from_text and isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}.")
-        return [_coerce(v, args[0] if args else Any, key, from_text) for v in items]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if from_text and str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
-            return str(value).lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}.")
-    if tp in (int, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (tp is float or isinstance(value, int)):
-            return tp(value)
-        if from_text:
-            try:
-                return tp(str(value))
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}.")
-    if tp is str and not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}.")
-    return value
-
-
-def _load_config_fallback(dataclass_type: type[T], argv: Sequence[str] | None = None) -> T:
-    hints = typing.get_type_hints(dataclass_type)
-    fields = {f.name: f for f in dataclasses.fields(dataclass_type)}
-    parser = argparse.ArgumentParser(description=(dataclass_type.__doc__ or "").strip(), argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config")
-    for f in fields.values():
-        parser.add_argument(f"--{f.name}", dest=f.name, help=f.metadata["help"])
-    args = vars(parser.parse_args(argv))
-    values: dict[str, Any] = {}
-    path = args.pop("config", None)
-    if path:
-        if not Path(path).is_file():
-            raise ConfigError(f"Config file {path} does not exist.")
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        for key, value in data.items():
-            if key not in fields:
-                raise ConfigError(f"Config file {path}: unknown key {key!r}.")
-            values[key] = _coerce(value, hints[key], f"{path}: {key}", False)
-    for key, text in args.items():
-        values[key] = _coerce(text, hints[key], f"--{key}", True)
-    try:
-        return dataclass_type(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def config_to_yaml_dict(config: Any) -> dict[str, Any]:
-    """Plain dict of a config, secrets redacted (keys containing key/token/secret/password)."""
-    data = dataclasses.asdict(config)
-    markers = ("key", "token", "secret", "password")
-    return {k: ("***" if any(m in k.lower() for m in markers) and v is not None else v) for k, v in data.items()}

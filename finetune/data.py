@@ -16,7 +16,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SFT_FILES = {"joint": "sft_joint.jsonl", "reason": "sft_reason.jsonl", "predict": "sft_predict.jsonl"}
+SFT_FILES = {"joint": "sft_joint.jsonl", "reason": "sft_reason.jsonl", "predict": "sft_predict.jsonl",
+             "direct": "sft_direct.jsonl"}
+MODE_ROLES = {"joint": ["joint"], "two_model": ["reason", "predict"], "direct": ["direct"]}
 DPO_FILE = "dpo_reason.jsonl"
 
 
@@ -66,18 +68,18 @@ def read_rows(path: str | Path, kind: str = "sft") -> list[dict[str, Any]]:
 
 
 def resolve_files(config: Any) -> dict[str, Path]:
-    """Map dataset roles (joint/reason/predict/dpo) to files from ``from_run`` and explicit overrides.
+    """Map dataset roles (joint/reason/predict/direct/dpo) to files from ``from_run`` and explicit overrides.
 
     Only roles needed by ``config.mode`` (and ``config.dpo``) are returned; each must exist.
 
     Raises:
         FileNotFoundError: Naming the first missing file.
     """
-    roles = ["joint"] if config.mode == "joint" else ["reason", "predict"]
+    roles = list(MODE_ROLES[config.mode])
     if config.dpo:
         roles.append("dpo")
     explicit = {"joint": config.joint_file, "reason": config.reason_file, "predict": config.predict_file,
-                "dpo": config.dpo_file}
+                "direct": config.direct_file, "dpo": config.dpo_file}
     files: dict[str, Path] = {}
     for role in roles:
         if explicit[role]:

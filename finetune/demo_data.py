@@ -67,13 +67,16 @@ def _reason_for(career: dict) -> str:
             "next step is likely related work at a similar or slightly higher level.")
 
 
+DEMO_PERSONS = 600
+
+
 def dataset_oracles(dataset: str, data_dir: str | None, n: int, seed: int = 0) -> dict[str, dict]:
     """Oracle records from the train split of a :mod:`careers.datasets` dataset (template reasons)."""
     import ast
 
     from careers.datasets import load_dataset
 
-    splits = load_dataset(dataset, data_dir, seed)
+    splits = load_dataset(dataset, data_dir, seed, **({"n_persons": DEMO_PERSONS} if dataset == "synthetic" else {}))
     oracles = {}
     for i, ex in enumerate(list(splits.train)[:n]):
         career = ex.get("career")
@@ -106,8 +109,9 @@ def export_demo_run(out_dir: str | Path, n: int = 48, seed: int = 0, dataset: st
     if dataset:
         try:
             oracles = dataset_oracles(dataset, data_dir, n, seed)
+            # an OptimizeConfig-compatible config, so finetune.evaluate_student finds the run's test examples
             config = {"dataset": dataset, "data_dir": data_dir, "seed": seed, "mode": "two_step",
-                      "n_train": n, "n_dev": n_test, "n_test": n_test, "note": "finetune.demo_data template oracles"}
+                      "synthetic_persons": DEMO_PERSONS, "n_train": n, "n_dev": n_test, "n_test": n_test}
             (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         except Exception as exc:  # noqa: BLE001 - fall back to the built-in ladders
             logger.warning("Dataset %r unavailable (%s); using built-in career ladders", dataset, exc)

@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from finetune.config import DistillConfig, config_to_yaml_dict, parse_config
-from finetune.data import read_rows, resolve_files, split_rows
+from finetune.config import DistillConfig, parse_config
+from finetune.data import MODE_ROLES, read_rows, resolve_files, split_rows
+from programs.run_dir import write_config
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +62,19 @@ def prepare_run_dir(config: DistillConfig) -> Path:
     """The run directory: a fresh ``distill-<time>``, the named one, or (``--resume``) the existing named one."""
     parent = Path(config.output_dir)
     if config.run_name:
-        path = parent / config.run_name
+        name = config.run_name
+        if "/" in name or "\\" in name or name in (".", "..") or Path(name).is_absolute():
+            raise ValueError(f"run_name must be a plain folder name (no '/', '\\' or '..'), got {name!r}.")
+        path = parent / name
         if path.exists() and any(path.iterdir()) and not config.resume:
             raise FileExistsError(f"Run directory {path} exists; pass --resume true to continue it or pick a new name.")
         if config.resume and not path.is_dir():
             logger.info("--resume: %s does not exist yet; starting it", path)
         path.mkdir(parents=True, exist_ok=True)
         return path
-    try:
-        from programs.run_dir import make_run_dir
+    from programs.run_dir import make_run_dir
 
-        return make_run_dir(parent, prefix="distill")
-    except ImportError:
-        import time
-
-        path = parent / time.strftime("distill-%Y%m%d-%H%M%S")
-        path.mkdir(parents=True, exist_ok=False)
-        return path
+    return make_run_dir(parent, prefix="distill")
 
 
 def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, run_dir: Path,
@@ -101,12 +96,9 @@ def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, 
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    try:
-        from programs.run_dir import write_json
+    from programs.run_dir import write_json
 
-        write_json(path, obj)
-    except ImportError:
-        path.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+    write_json(path, obj)
 
 
 def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[str, Any]:
@@ -123,12 +115,11 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     files = resolve_files(config)
     rows = {role: read_rows(path, "dpo" if role == "dpo" else "sft") for role, path in files.items()}
     run_dir = prepare_run_dir(config)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_yaml_dict(config), sort_keys=False),
-                                         encoding="utf-8")
+    write_config(run_dir, config)
     folder, base_spec = resolve_base(config.base)
     logger.info("Distill run %s: base %s (%s), mode %s", run_dir, base_spec, folder, config.mode)
     stages: dict[str, Any] = {}
-    names = ["joint"] if config.mode == "joint" else ["reason", "predict"]
+    names = MODE_ROLES[config.mode]
     for name in names:
         stages[name] = _stage_sft(name, rows[name], folder, config, run_dir, callbacks)
     reason_stage = names[0]
@@ -146,9 +137,10 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
             _write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
         adapters["reason_dpo"] = stages["reason_dpo"]["adapter"]
     reasoner_adapter = adapters.get("reason_dpo", adapters[reason_stage])
-    predictor_adapter = adapters["joint" if config.mode == "joint" else "predict"]
+    predictor_adapter = adapters[{"joint": "joint", "two_model": "predict", "direct": "direct"}[config.mode]]
     students = {"reasoner": f"{base_spec}+{Path(reasoner_adapter).resolve()}",
                 "predictor": f"{base_spec}+{Path(predictor_adapter).resolve()}"}
+    program_mode = {"joint": None, "two_model": "two_step", "direct": "direct"}[config.mode]
     merged: dict[str, str] = {}
     if config.merge:
         from finetune.artifacts import merge_adapter
@@ -160,7 +152,8 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     if config.evaluate:
         from finetune.evaluate_student import before_after
 
-        evaluation = before_after(config.from_run, base_spec, students, config.eval_split, config.eval_limit)
+        evaluation = before_after(config.from_run, base_spec, students, config.eval_split, config.eval_limit,
+                                  program_mode=program_mode)
     results = {
         "run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
         "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},

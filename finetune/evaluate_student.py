@@ -1,10 +1,11 @@
 """Before/after evaluation of a distilled student inside the DSPy program (guarded: never fails a distill run).
 
 :func:`evaluate_student` builds :class:`programs.next_occupation.NextOccupation` on the compile run's program mode
-with the given per-step LM specs (two-model: one adapter per step), loads the compile run's optimized program state
-when there is one, runs it on the run's ``test`` (or ``dev``) split and scores it with
-:func:`metrics.accuracy.evaluate_predictions`. :func:`before_after` does it for the base model and the student.
-Whatever is missing (program, dataset loader, data files) yields ``{"available": False, "reason": ...}``.
+with the given per-step LM specs (two-model: one adapter per step), runs it on the compile run's own ``test`` (or
+``dev``) examples -- the same seeded per-person sample ``compile.optimize`` scored -- and scores it with
+:func:`programs.scoring.score_program`. :func:`before_after` does it for the base model and the student. The students
+are evaluated with the zero-shot program (no demos): its prompts are exactly the exported training prompts.
+Whatever is missing (the compile config, data files, the model) yields ``{"available": False, "reason": ...}``.
 """
 
 from __future__ import annotations
@@ -13,94 +14,74 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 logger = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("n", "AccEM", "AccRM", "Acc@1", "Acc@5", "MRR", "unmatched")
-
-
-def _compile_config(compile_run: Path) -> dict[str, Any]:
-    path = compile_run / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the test split of the compile run is unknown")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+SUMMARY_KEYS = ("n", "AccEM", "AccRM", "Acc@1", "Acc@5", "MRR", "soc_major", "unmatched", "errors")
 
 
 def load_split(compile_run: str | Path, split: str = "test") -> tuple[list[Any], Any, dict[str, Any]]:
-    """The compile run's examples of ``split``, the taxonomy and the compile config."""
-    from careers.datasets import load_dataset
+    """The compile run's examples of ``split`` (as compile sampled them), the taxonomy and the compile config."""
     from careers.onet import OnetTaxonomy
+    from compile.config import OptimizeConfig
+    from compile.optimize import compile_splits
+    from programs.run_dir import load_config
 
-    cfg = _compile_config(Path(compile_run))
-    splits = load_dataset(cfg.get("dataset", "synthetic"), cfg.get("data_dir"), cfg.get("seed", 0))
-    examples = list(getattr(splits, split))
-    limit = cfg.get(f"n_{split}")
-    if limit:
-        examples = examples[:limit]
-    from careers.data_dir import resolve_data_dir
-
-    taxonomy = OnetTaxonomy.load(resolve_data_dir(cfg.get("data_dir")))
-    return examples, taxonomy, cfg
+    path = Path(compile_run) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the test split of the compile run is unknown")
+    cfg = load_config(OptimizeConfig, ["--config", str(path)])
+    train, dev, test = compile_splits(cfg)
+    examples = {"train": train, "dev": dev, "test": test}[split]
+    return examples, OnetTaxonomy.load(cfg.data_dir), vars(cfg)
 
 
 def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | None = None, split: str = "test",
                      limit: int | None = None, examples: list | None = None, taxonomy: Any = None,
-                     program_mode: str | None = None) -> dict[str, Any]:
+                     program_mode: str | None = None, threads: int = 4) -> dict[str, Any]:
     """Evaluate the program with the given LM specs on a split of the compile run.
 
     Args:
         compile_run: The compile run directory.
         reasoner: LM spec of the reason step (and of every step when ``predictor`` is None).
-        predictor: LM spec of the occupation step (two-model).
+        predictor: LM spec of the occupation step (two-model and direct).
         split: ``"test"`` or ``"dev"``.
         limit: Evaluate at most this many examples.
         examples: Pre-loaded examples (skip :func:`load_split`; then ``taxonomy`` is required).
         taxonomy: The O*NET taxonomy.
-        program_mode: ``"two_step"``/``"joint"`` (default: the compile config's ``mode``).
+        program_mode: ``"two_step"``, ``"joint"`` or ``"direct"`` (default: the compile config's ``mode``).
+        threads: Worker threads (the local engine batches concurrent calls).
 
     Returns:
         ``{"available": True, "metrics": {...}}`` or ``{"available": False, "reason": ...}``.
     """
     try:
-        from metrics.accuracy import evaluate_predictions
         from programs.next_occupation import NextOccupation
+        from programs.scoring import score_program
 
         cfg: dict[str, Any] = {}
         if examples is None:
             examples, taxonomy, cfg = load_split(compile_run, split)
         examples = examples[:limit] if limit else examples
         mode = program_mode or cfg.get("mode", "two_step")
-        program = NextOccupation(mode=mode, lm=reasoner, predictor_lm=predictor, taxonomy=taxonomy)
-        state = Path(compile_run) / "program.json"
-        if state.is_file():
-            try:
-                program.load(str(state))
-            except Exception as exc:  # noqa: BLE001
-                logger.warning("Could not load the compiled program state %s: %s", state, exc)
-        preds = []
-        for ex in examples:
-            inputs = ex.inputs() if hasattr(ex, "inputs") else {"history": ex["history"]}
-            try:
-                preds.append(program(**inputs))
-            except Exception as exc:  # noqa: BLE001 - a failed call is scored as a miss
-                logger.warning("Program call failed: %s", exc)
-                preds.append(None)
-        scores = evaluate_predictions(examples, preds, taxonomy)
-        return {"available": True, "split": split, "metrics": {k: scores[k] for k in SUMMARY_KEYS if k in scores}}
+        program = NextOccupation(mode=mode, lm=predictor if mode == "direct" and predictor else reasoner,
+                                 predictor_lm=predictor, taxonomy=taxonomy)
+        scores, _ = score_program(program, examples, taxonomy, threads=threads)
+        return {"available": True, "split": split, "mode": mode,
+                "metrics": {k: scores[k] for k in SUMMARY_KEYS if k in scores}}
     except Exception as exc:  # noqa: BLE001 - evaluation is optional; report why it was skipped
         logger.warning("Student evaluation unavailable: %s: %s", type(exc).__name__, exc)
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
 
 
 def before_after(compile_run: str | Path | None, base_spec: str, students: dict[str, str], split: str = "test",
-                 limit: int | None = None) -> dict[str, Any]:
+                 limit: int | None = None, program_mode: str | None = None) -> dict[str, Any]:
     """Evaluate the base model and the student (``{"reasoner": spec, "predictor": spec}``) on the same split."""
     if not compile_run:
         return {"available": False, "reason": "no compile run given (--from_run); nothing to evaluate on"}
-    before = evaluate_student(compile_run, base_spec, None, split, limit)
+    before = evaluate_student(compile_run, base_spec, None, split, limit, program_mode=program_mode)
     if not before["available"]:
         return before
-    after = evaluate_student(compile_run, students["reasoner"], students.get("predictor"), split, limit)
+    after = evaluate_student(compile_run, students["reasoner"], students.get("predictor"), split, limit,
+                             program_mode=program_mode)
     return {"available": after["available"], "before": before, "after": after,
             "reason": after.get("reason")}

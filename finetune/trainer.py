@@ -248,8 +248,13 @@ def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.floa
 
 
 def latest_checkpoint(output_dir: str | Path) -> str | None:
-    """The ``checkpoint-N`` folder with the highest N, or None."""
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    """The complete ``checkpoint-N`` folder with the highest N, or None.
+
+    A checkpoint counts as complete once the Trainer wrote its ``trainer_state.json`` (the last file it saves), so a
+    folder half-written by a killed process is skipped and the previous checkpoint is resumed instead.
+    """
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
     return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
 
 

@@ -87,17 +87,3 @@ def test_export_matches_dspy_bootstrap_finetune_format():
     data = dspy.ChatAdapter().format_finetune_data(GenerateReason, [], {"history": "Cashier 2010-2012"},
                                                    {"reason": "likes retail"})
     assert chat_to_prompt_completion([data]) == [row]
-
-
-def test_fallback_parser_without_programs_run_dir(tmp_path):
-    from finetune.config import _load_config_fallback
-
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("from_run: x\nlora_r: 8\n")
-    config = _load_config_fallback(DistillConfig, ["--config", str(cfg), "--eval_steps", "none", "--dpo", "true"])
-    assert (config.lora_r, config.eval_steps, config.dpo) == (8, None, True)
-    cfg.write_text("from_run: x\nlora_rank: 8\n")
-    with pytest.raises(ValueError, match="lora_rank"):
-        _load_config_fallback(DistillConfig, ["--config", str(cfg)])
-    with pytest.raises(ValueError, match="lora_r"):
-        _load_config_fallback(DistillConfig, ["--from_run", "x", "--lora_r", "big"])

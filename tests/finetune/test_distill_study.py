@@ -101,3 +101,30 @@ def test_study_resumes_after_interruption(compile_run, tiny_model_dir, tmp_path)
 
     best = parse_config(DistillConfig, ["--config", str(tmp_path / "s" / "best_config.yaml")])
     assert best.lora_r == second["best_params"]["lora_r"]
+
+
+def test_direct_mode_trains_the_no_reason_ablation(compile_run, tiny_model_dir, tmp_path):
+    from ft_helpers import write_jsonl
+
+    write_jsonl(compile_run / "sft_direct.jsonl", sft_rows(8))
+    res = run_distill(_distill(compile_run, tiny_model_dir, tmp_path, mode="direct", run_name="d"))
+    assert set(res["stages"]) == {"direct"} and res["students"]["predictor"].endswith("direct/adapter")
+    with pytest.raises(ValueError, match="direct has no reason step"):
+        _distill(compile_run, tiny_model_dir, tmp_path, mode="direct", dpo=True)
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path):
+    from finetune.trainer import latest_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint-4")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "/abs", ".."])
+def test_run_name_cannot_escape_the_output_dir(compile_run, tiny_model_dir, tmp_path, name):
+    with pytest.raises(ValueError, match="run_name"):
+        run_distill(_distill(compile_run, tiny_model_dir, tmp_path, run_name=name))
