@@ -31,4 +31,4 @@ lint: install
 
 # The main job on the embedded default model (see README).
 demo: install
-	$(PY) -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --split dev --limit 50
+	PY=$(PY) bash scripts/demo_pipeline.sh
