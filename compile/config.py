@@ -43,6 +43,7 @@ class OptimizeConfig:
     max_labeled_demos: int = field(default=2, metadata={"help": "Labeled demos per predictor."})
     num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search / trials for mipro."})
     gepa_max_metric_calls: int = field(default=60, metadata={"help": "Budget of metric calls for GEPA."})
+    eval_judge: bool = field(default=True, metadata={"help": "Judge the reasons of the zero-shot/optimized dev and test predictions (mean judge scores in metrics.json)."})
     # run
     seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and optimizers."})
     threads: int = field(default=4, metadata={"help": "Threads for DSPy Evaluate/Parallel (local LMs batch concurrent calls)."})

@@ -189,7 +189,8 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
             for split, exs in (("dev", dev), ("test", test)):
                 if not exs:
                     continue
-                scored, records = score_program(prog, exs, taxonomy, judge=judge, threads=config.threads)
+                scored, records = score_program(prog, exs, taxonomy, judge=judge if config.eval_judge else None,
+                                                threads=config.threads)
                 evals[f"{name}/{split}"] = scored
                 with JsonlWriter(run_dir / f"predictions_{name}_{split}.jsonl", mode="w") as out:
                     for rec in records:

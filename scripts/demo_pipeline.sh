@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 export NEXTOCC_DATA_DIR="${NEXTOCC_DATA_DIR:-$(cd .. && pwd)/shared/data}"
-STEPS=${DISTILL_STEPS:-12}
+STEPS=${DISTILL_STEPS:-8}
 mkdir -p runs/logs
 step() { echo "== $(date +%T) $*"; }
 
