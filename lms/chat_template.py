@@ -87,3 +87,31 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]], assistant_pref
     clean = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
     text = tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
     return text + assistant_prefix
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Validate OpenAI-style messages and flatten their content to text."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    out = []
+    for message in messages:
+        if not isinstance(message, dict) or "role" not in message:
+            raise ValueError(f"Each message needs a 'role': {message!r}")
+        content = message.get("content") or ""
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        out.append({"role": message["role"], "content": str(content)})
+    return out
+
+
+def request_messages(request: Any) -> list[dict[str, str]]:
+    """Flatten a canonical ``dspy.lm15.Request`` into role/content dicts (system first)."""
+    messages = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(
+            getattr(p, "text", "") or "" for p in request.system)
+        messages.append({"role": "system", "content": system})
+    for message in request.messages:
+        role = message.role if message.role in ("user", "assistant", "system") else "user"
+        messages.append({"role": role, "content": message.text or ""})
+    return messages

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,9 @@ def embedded_model_dir() -> Path:
     if marker.exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".build-*"):  # left behind by a killed first load
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     gguf_pkg.verify_chunks()
     logger.info("Building the embedded Gemma 3 270M cache in %s (one time, ~35 s)", target)
     with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
@@ -273,12 +277,16 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype) -> LoadedModel:
 
     logger.info("Loading local model %s from %s (%s)", parsed.spec, folder, torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    # safetensors only: a folder holding just a pickled checkpoint (pytorch_model.bin) is refused, never unpickled
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True)
     adapter = None
     if parsed.adapter:
         from peft import PeftModel
 
         adapter = str(Path(parsed.adapter).expanduser())
+        if not (Path(adapter) / "adapter_model.safetensors").is_file():
+            raise FileNotFoundError(f"Adapter folder {adapter} has no adapter_model.safetensors; only safetensors "
+                                    "adapters are loaded (pickled adapter_model.bin files are refused).")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.eval()
     ensure_chat_template(tokenizer)

@@ -8,7 +8,8 @@ signature, the engine therefore writes every header itself and lets the model ge
 The output fields (order and type) are read from DSPy's own formatted messages: the last user message says
 "Respond with the corresponding output fields, starting with the field `[[ ## a ## ]]`, then `[[ ## b ## ]]` (must
 be formatted as a valid Python int), ..." and the system message's field structure carries each field's
-``# note: the value you produce ...`` (allowed Literal values, bool, int, float). This module only parses; the
+``# note: the value you produce ...`` (allowed Literal values, bool, int, float). An int field whose description
+states a small range ("An integer from 1 to 5", "1-5") becomes a choice over that range. This module only parses; the
 engine (``lms.local_engine``) runs the generation with the constraints from ``lms.constrained``.
 """
 
@@ -25,6 +26,8 @@ COMPLETED_MARKER = "[[ ## completed ## ]]"
 FIELD_STOPS = ("[[ ##", "\n\n")
 _RESPOND_RE = re.compile(r"Respond with the corresponding output fields, starting with the field (.*?), and then ending")
 _FIELD_RE = re.compile(r"`\[\[ ## (\w+) ## \]\]`(?: \(must be formatted as a valid Python ([^)]*(?:\)[^,]*?)?)\))?")
+_RANGE_RE = re.compile(r"(?:from|between)\s+(-?\d+)\s+(?:to|and)\s+(-?\d+)|\b(-?\d+)\s*(?:-|\u2013)\s*(-?\d+)\b")
+_MAX_RANGE = 100
 _NOTE_RE = re.compile(r"\[\[ ## (\w+) ## \]\]\n\{\1\}[ \t]+# note: the value you produce (.+)")
 
 
@@ -83,8 +86,22 @@ def detect_output_fields(
     constrained_fields = constrained_fields or {}
     fields = []
     for name, type_name in _FIELD_RE.findall(match.group(1)):
-        fields.append(_field_spec(name, type_name, notes.get(name, ""), constrained_fields.get(name)))
+        spec = _field_spec(name, type_name, notes.get(name, ""), constrained_fields.get(name))
+        if spec.kind == "int" and (bounds := _int_range(system or "", name)):
+            spec = FieldSpec(name, "choice", tuple(str(i) for i in range(bounds[0], bounds[1] + 1)))
+        fields.append(spec)
     return fields or None
+
+
+def _int_range(system: str, name: str) -> tuple[int, int] | None:
+    """A small integer range stated in an int field's description ("An integer from 1 to 5", "1-5")."""
+    section = system.split("Your output fields are:", 1)[-1].split("All interactions will be structured", 1)[0]
+    line = re.search(rf"^\d+\. `{re.escape(name)}` \(int\): (.*)$", section, re.M)
+    match = _RANGE_RE.search(line.group(1)) if line else None
+    if not match:
+        return None
+    low, high = (int(v) for v in (match.group(1, 2) if match.group(1) is not None else match.group(3, 4)))
+    return (low, high) if 0 < high - low <= _MAX_RANGE else None
 
 
 def _field_spec(name: str, type_name: str, note: str, allowed: list[str] | None) -> FieldSpec:

@@ -54,9 +54,6 @@ def test_student_folder_loads_from_safetensors_only(tiny_dir, refuse_unpickling)
     assert loaded.model is not None
 
 
-@pytest.mark.xfail(reason="lms/model_store.py calls from_pretrained without use_safetensors=True: a student folder "
-                          "holding only pytorch_model.bin is read with torch.load (pickle). Owner of lms/ to fix.",
-                   strict=False)
 def test_student_folder_with_only_a_pickle_checkpoint_is_refused(tiny_dir, tmp_path, monkeypatch):
     import shutil
 

@@ -1,0 +1,154 @@
+"""Resolve model specs into ``dspy.LM`` objects, and score closed-list options with a local LM.
+
+Every CLI accepts the same strings: ``local:gemma-3-270m`` (embedded default), ``local:/path[+/adapter]``, or a
+litellm model (``openai/gpt-4.1-mini``, ``ollama_chat/qwen3:8b``, ``hosted_vllm/<name>`` with ``api_base``). API keys
+are only read from environment variables named by ``api_key_env``; they are never stored in configs or saved state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any
+
+import dspy
+
+from lms.chat_template import normalize_messages
+from lms.local_engine import AsyncLocalEngine, LocalEngine, model_name_for
+from lms.model_store import DEFAULT_SPEC, is_local_spec, load_local_model, parse_local_spec
+
+logger = logging.getLogger(__name__)
+
+_ENGINE_KWARGS = ("constrained_fields", "dtype", "batch_window_ms", "max_batch_size", "max_field_tokens",
+                  "default_max_tokens", "seed", "structured_output", "share_prefix")
+
+
+def load(spec: str = DEFAULT_SPEC, **kwargs: Any) -> dspy.LM:
+    """Build a ``dspy.LM`` from a spec string.
+
+    Args:
+        spec: ``local:gemma-3-270m`` (default), ``local:/path/to/hf_folder``, ``local:/base+/adapter``, or a litellm
+            model string.
+        **kwargs: For local specs, :class:`LocalEngine` options (``constrained_fields``, ``dtype``,
+            ``batch_window_ms``, ``max_batch_size``, ``max_field_tokens``, ``default_max_tokens``, ``seed``,
+            ``structured_output``) and ``dspy.LM`` options (``temperature`` -- default 0.0, greedy --,
+            ``max_tokens``, ``cache``, ...). For remote specs, everything goes to ``dspy.LM``.
+
+    Returns:
+        The LM. A local LM's model name is ``local/<spec>@<fingerprint>`` so DSPy's cache key identifies the weights.
+
+    Raises:
+        ValueError: For an empty or malformed spec.
+        FileNotFoundError: For a local model or adapter folder that does not exist.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"Model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if not is_local_spec(spec):
+        if "/" not in spec:
+            raise ValueError(f"Model spec {spec!r} is neither 'local:<model>' nor a litellm '<provider>/<model>' name")
+        return dspy.LM(spec, **kwargs)
+    if spec.startswith("local/"):
+        spec = "local:" + spec[len("local/"):]
+    engine_kwargs = {key: kwargs.pop(key) for key in _ENGINE_KWARGS if key in kwargs}
+    engine = LocalEngine(parse_local_spec(spec).spec, **engine_kwargs)
+    loaded = load_local_model(engine.model, dtype=engine.dtype)
+    kwargs.setdefault("temperature", 0.0)
+    return dspy.LM(model_name_for(engine.model, loaded.fingerprint), engine=engine,
+                   async_engine=AsyncLocalEngine(engine), **kwargs)
+
+
+def resolve_lm(spec: Any) -> dspy.LM:
+    """Resolve a teacher/judge/student spec into a ``dspy.LM``.
+
+    Args:
+        spec: A ``dspy.LM`` (returned as is), a spec string, or a dict/dataclass with ``model`` and optionally
+            ``temperature``, ``max_tokens``, ``api_base``, ``api_key_env`` (name of the env var holding the key),
+            ``cache`` and any other :func:`load` keyword.
+
+    Returns:
+        The LM.
+
+    Raises:
+        ValueError: If the spec has no model, or ``api_key_env`` names an unset variable.
+    """
+    if isinstance(spec, dspy.BaseLM):
+        return spec
+    if isinstance(spec, str):
+        return load(spec)
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        spec = dataclasses.asdict(spec)
+    if not isinstance(spec, dict):
+        raise ValueError(f"Cannot resolve an LM from {type(spec).__name__}; pass a string, dict or dataclass")
+    options = {key: value for key, value in spec.items() if value is not None}
+    model = options.pop("model", None)
+    if not model:
+        raise ValueError(f"LM spec has no 'model': {spec!r}")
+    if "api_key" in options:
+        raise ValueError("Do not put API keys in LM specs; set 'api_key_env' to the name of an environment variable")
+    key_env = options.pop("api_key_env", None)
+    if key_env:
+        if is_local_spec(model):
+            raise ValueError(f"api_key_env is meaningless for the local model {model!r}")
+        if not os.environ.get(key_env):
+            raise ValueError(f"LM spec for {model!r} reads its API key from ${key_env}, which is not set")
+        options["api_key"] = os.environ[key_env]
+    if is_local_spec(model) and "api_base" in options:
+        raise ValueError(f"api_base is meaningless for the local model {model!r}")
+    return load(model, **options)
+
+
+def is_local(lm: Any) -> bool:
+    """Whether ``lm`` is a ``dspy.LM`` running on a :class:`LocalEngine` in this process."""
+    return isinstance(getattr(lm, "_engine_spec", None), LocalEngine)
+
+
+def _engine(lm: Any) -> LocalEngine:
+    if not is_local(lm):
+        raise ValueError(f"{getattr(lm, 'model', lm)!r} is not a local LM; option scoring needs lms.load('local:...')")
+    return lm._engine_spec
+
+
+def rank_options(lm: dspy.LM, messages: list[dict], field: str, k: int = 5,
+                 prefix_fields: dict[str, str] | None = None) -> list[tuple[str, float]]:
+    """Top-k allowed options of a constrained output field with their total log-probabilities.
+
+    Thread-safe. ``messages`` are exactly what the ChatAdapter sends, e.g.
+    ``dspy.ChatAdapter().format(signature, demos=[], inputs={...})``. The score of an option is
+    ``log P(option tokens, end | prompt)`` where the prompt is the chat-templated messages followed, in the open
+    assistant turn, by the output fields before ``field`` (each ``[[ ## name ## ]]\\n<value>\\n\\n``; values from
+    ``prefix_fields`` or, when None, generated greedily by the engine as in a normal call) and the header
+    ``[[ ## field ## ]]\\n``; "end" is a newline or end-of-turn token. The search is exact best-first over the
+    option trie, sharing the prompt's KV cache.
+
+    Args:
+        lm: A local LM from :func:`load` whose engine has ``constrained_fields[field]`` (or a Literal field).
+        messages: ChatAdapter messages.
+        field: The constrained output field.
+        k: Number of options to return.
+        prefix_fields: Values of the output fields preceding ``field`` (skip generating them).
+
+    Returns:
+        ``[(option, logprob), ...]``, best first.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return _engine(lm).rank(lm.model, normalize_messages(messages), field, k, prefix_fields)
+
+
+def option_logprob(lm: dspy.LM, messages: list[dict], field: str, option: str,
+                   prefix_fields: dict[str, str] | None = None) -> float:
+    """Total log-probability of one option (e.g. the gold occupation), scored after the same prefix as
+    :func:`rank_options`. Returns ``-inf`` when ``option`` is not in the allowed list."""
+    import torch
+
+    from lms.constrained import score_options
+
+    loaded, ids, trie = _engine(lm).field_prefix(lm.model, normalize_messages(messages), field, prefix_fields)
+    option = option.strip()
+    if option not in trie.token_ids:
+        return -math.inf
+    with loaded.lock, torch.inference_mode():
+        return score_options(loaded.model, ids, trie, [option])[0]
