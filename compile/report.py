@@ -56,12 +56,20 @@ def write_data_card(path: Path, config: OptimizeConfig, summary: dict, counts: d
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _cell(column: str, value: Any) -> str:
+    if isinstance(value, float) and column in ("AccEM", "AccRM", "Acc@5", "soc_major"):
+        return f"{value:.1f}"  # percentages
+    if isinstance(value, float) and column.startswith("judge_") and column != "judge_oracle_score":
+        return f"{value:.2f}"  # mean 1-5 scores
+    return _fmt(value)
+
+
 def evaluation_table(evals: dict[str, dict]) -> str:
     """Markdown table of evaluation rows (``program/split`` → metrics)."""
     head = "| program/split | " + " | ".join(EVAL_COLUMNS) + " |"
     rows = [head, "|" + "---|" * (len(EVAL_COLUMNS) + 1)]
     for name, m in evals.items():
-        rows.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in EVAL_COLUMNS) + " |")
+        rows.append(f"| {name} | " + " | ".join(_cell(c, m.get(c)) for c in EVAL_COLUMNS) + " |")
     return "\n".join(rows)
 
 
