@@ -121,18 +121,11 @@ def make_objective(config: CompileStudyConfig, base: dict[str, Any], **lms: Any)
 
 def run_study(config: CompileStudyConfig, **lms: Any) -> dict[str, Any]:
     """Run (or continue) the study until it has ``n_trials`` finished trials or ``timeout`` passes."""
-    import optuna
-
-    from finetune.study import open_study, save_outputs
+    from finetune.study import open_study, optimize_until, save_outputs
 
     base = base_compile_config(config)
     study = open_study(config)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = config.n_trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        logger.info("Study %s: running %d more trial(s)", config.study_name, remaining)
-        study.optimize(make_objective(config, base, **lms), n_trials=remaining, timeout=config.timeout,
-                       catch=(RuntimeError,), gc_after_trial=True)
+    optimize_until(study, make_objective(config, base, **lms), config.n_trials, config.timeout)
     return save_outputs(study, config, base)
 
 

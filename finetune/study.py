@@ -220,17 +220,22 @@ def save_outputs(study: Any, config: StudyConfig, base: dict[str, Any]) -> dict[
 
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Run (or continue) the study until it has ``n_trials`` finished trials or ``timeout`` passes."""
-    import optuna
 
     base = base_distill_config(config)
     study = open_study(config)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = config.n_trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        logger.info("Study %s: running %d more trial(s)", config.study_name, remaining)
-        study.optimize(make_objective(config, base), n_trials=remaining, timeout=config.timeout,
-                       catch=(RuntimeError,), gc_after_trial=True)
+    optimize_until(study, make_objective(config, base), config.n_trials, config.timeout)
     return save_outputs(study, config, base)
+
+
+def optimize_until(study: Any, objective: Any, n_trials: int, timeout: float | None) -> None:
+    """Runs trials until the study holds ``n_trials`` finished (complete or pruned) trials, or ``timeout`` passes."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        logger.info("Study %s: running %d more trial(s)", study.study_name, remaining)
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(RuntimeError,), gc_after_trial=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
