@@ -7,25 +7,16 @@ Finished candidates are reused (not regenerated: ``skipped`` in metrics.json and
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from rel_helpers import HAVE_DATA, record_figures
+from rel_helpers import HAVE_DATA, driver_env, record_figures, run_until_killed
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("driver_compile.py")
 TOTAL = 12  # n_train 4 x candidates_per_person 3
-
-
-def _env(sleep: float) -> dict:
-    env = dict(os.environ, NEXTOCC_DRIVER_SLEEP=str(sleep), HF_HUB_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True",
-               PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
-    return env
 
 
 def _complete_lines(path: Path) -> list[bytes]:
@@ -39,22 +30,8 @@ def test_sigkill_mid_compile_then_rerun_resumes(tmp_path):
     out.mkdir()
     cmd = [sys.executable, str(DRIVER), str(out), "killed"]
     cands = out / "killed" / "candidates.jsonl"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(0.1), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while len(_complete_lines(cands)) < 3:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no candidates flushed in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    proc = run_until_killed(cmd, lambda: len(_complete_lines(cands)) >= 3, cwd=ROOT, env=driver_env(0.1),
+                            timeout=120)
     before = _complete_lines(cands)
     assert 3 <= len(before) < TOTAL, "the kill must land mid-run"
     assert not (out / "killed" / "metrics.json").exists()
@@ -63,7 +40,7 @@ def test_sigkill_mid_compile_then_rerun_resumes(tmp_path):
             fh.write(b'{"example_id": "torn", "candidate": 0, "reas')
 
     # the same command again (fast LMs so the test stays short)
-    done = subprocess.run(cmd, cwd=ROOT, env=_env(0.0), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, cwd=ROOT, env=driver_env(0.0), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     res = json.loads(done.stdout.strip().splitlines()[-1])
     after = _complete_lines(cands)

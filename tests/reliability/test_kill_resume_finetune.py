@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from rel_helpers import record_figures
+from rel_helpers import driver_env, record_figures, run_until_killed
 
 pytest.importorskip("trl")
 pytest.importorskip("peft")
@@ -51,31 +48,13 @@ def ft(tmp_path_factory):
     return {"model": model, "run": run}
 
 
-def _env(sleep: float) -> dict:
-    return dict(os.environ, NEXTOCC_DRIVER_SLEEP=str(sleep), HF_HUB_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True",
-                TQDM_DISABLE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-
-
-def _run_until(cmd, ready, timeout=180, sleep=0.3) -> subprocess.Popen:
+def _run_until(cmd, ready, timeout=180, sleep=0.3):
     """Starts ``cmd`` (each training step sleeping ``sleep`` s), waits until ``ready()`` holds, then SIGKILLs it."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(sleep), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail("driver ended before the kill: " + proc.stderr.read().decode()[-3000:])
-            assert time.monotonic() < deadline, "the driver did not reach the kill point in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    return proc
+    return run_until_killed(cmd, ready, cwd=ROOT, env=_env(sleep), timeout=timeout)
+
+
+def _env(sleep: float) -> dict:
+    return driver_env(sleep, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
 
 
 def _complete_checkpoints(stage: Path) -> list[int]:
