@@ -40,6 +40,7 @@ class OptimizeConfig:
     # optimizer
     optimizer: str = field(default="bootstrap", metadata={"help": f"Prompt optimizer: one of {', '.join(OPTIMIZERS)}."})
     max_bootstrapped_demos: int = field(default=2, metadata={"help": "Bootstrapped demos per predictor (bootstrap, random_search, mipro)."})
+    metric_threshold: float = field(default=0.5, metadata={"help": "Score in [0, 1] (JudgeMetric: mean of AccRM and the judge's oracle score) a bootstrapped trace must reach to become a demo; bootstrap stops at max_bootstrapped_demos passes."})
     max_labeled_demos: int = field(default=2, metadata={"help": "Labeled demos per predictor."})
     num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search / trials for mipro."})
     gepa_max_metric_calls: int = field(default=60, metadata={"help": "Budget of metric calls for GEPA."})
@@ -63,6 +64,8 @@ class OptimizeConfig:
         for name in ("n_dev", "n_test", "retries", "max_errors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.metric_threshold <= 1:
+            raise ValueError(f"metric_threshold must be in [0, 1] (a JudgeMetric score), got {self.metric_threshold}.")
         if not 0 <= self.temperature <= 2:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
 

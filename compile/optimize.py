@@ -171,7 +171,7 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
 
         # 2. prompt optimization baseline
         t0 = time.perf_counter()
-        metric = JudgeMetric(judge, taxonomy)
+        metric = JudgeMetric(judge, taxonomy, threshold=config.metric_threshold)
         zero_shot = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
                                    taxonomy=taxonomy)
         program_path = run_dir / "program.json"

@@ -11,6 +11,7 @@ checked by decoding only the last few tokens of a row (``generate(stop_strings=.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from lms.constrained import RowConstraintsProcessor, TrieConstraint, apply_constraint
 
 logger = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -88,10 +91,14 @@ class RowStoppingCriteria(StoppingCriteria):
 
 
 def repeated_line_cut(text: str) -> int | None:
-    """Offset of the first completed line that repeats an earlier non-empty line, or None."""
+    """Offset of the first completed line that repeats an earlier non-empty line, or None.
+
+    Lines are compared with their digits removed: small models loop by copying a history line with the next year
+    (``- 1984-1985: Clerks (age 23)``, ``- 1985-1986: Clerks (age 23)``, ...).
+    """
     seen, offset = set(), 0
     for line in text.split("\n")[:-1]:
-        key = line.strip()
+        key = _DIGITS.sub("", line).strip(" \t-*.:,;()")
         if key and key in seen:
             return offset
         seen.add(key)

@@ -93,6 +93,16 @@ class _Job:
     future: Future = field(default_factory=Future)
 
 
+@dataclass
+class _Call:
+    """A function the batching worker runs by itself (option ranking), so every large tensor allocation happens on
+    one thread: glibc gives each allocating thread its own malloc arena, and ranking from 16 DSPy threads grew the
+    process to >20 GB of fragmented arenas."""
+
+    fn: Any
+    future: Future = field(default_factory=Future)
+
+
 class LocalEngine:
     """In-process engine for ``dspy.LM`` running transformers models, with batching and structured output.
 
@@ -103,7 +113,7 @@ class LocalEngine:
         dtype: ``'bfloat16'`` (default, faster on CPU) or ``'float32'``.
         batch_window_ms: How long the worker collects concurrent requests into one batch.
         max_batch_size: Most requests per batch.
-        max_field_tokens: Token cap per free-text field (and per plain completion).
+        max_field_tokens: Token cap per free-text field (and per plain completion); a reason is a few sentences.
         default_max_tokens: Budget when the request sets no ``max_tokens``.
         seed: Base seed of sampled generation.
         structured_output: Generate ChatAdapter requests field by field (recommended for small models).
@@ -112,7 +122,7 @@ class LocalEngine:
 
     def __init__(self, model: str = "local:gemma-3-270m", *, constrained_fields: dict[str, list[str]] | None = None,
                  dtype: str | None = None, batch_window_ms: float = 30.0, max_batch_size: int = 16,
-                 max_field_tokens: int = 256, default_max_tokens: int = 512, seed: int = 0,
+                 max_field_tokens: int = 128, default_max_tokens: int = 512, seed: int = 0,
                  structured_output: bool = True, share_prefix: bool = True):
         parse_local_spec(model)
         if constrained_fields is not None and not isinstance(constrained_fields, dict):
@@ -200,10 +210,14 @@ class LocalEngine:
                     stops=tuple(getattr(config, "stop", ()) or ()), sampling=sampling,
                     seed=getattr(config, "seed", None))
 
-    def _submit(self, job: _Job):
+    def _submit(self, job: _Job | _Call):
         self._ensure_worker()
         self._queue.put(job)
         return job.future.result()
+
+    def run_on_worker(self, fn: Any) -> Any:
+        """Run ``fn()`` on the batching worker thread, between batches, and return its result (or raise its error)."""
+        return self._submit(_Call(fn))
 
     def _ensure_worker(self) -> None:
         with self._start_lock:
@@ -229,6 +243,12 @@ class LocalEngine:
                 batch.append(item)
             groups: dict[tuple, list[_Job]] = {}
             for job in batch:
+                if isinstance(job, _Call):
+                    try:
+                        job.future.set_result(job.fn())
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller
+                        job.future.set_exception(exc)
+                    continue
                 groups.setdefault((job.model, job.sampling, job.seed), []).append(job)
             for jobs in groups.values():
                 try:
@@ -353,8 +373,12 @@ class LocalEngine:
         import torch
 
         loaded, ids, trie = self.field_prefix(model_name, messages, field_name, prefix_fields)
-        with loaded.lock, torch.inference_mode():
-            return rank_trie(loaded.model, ids, trie, k)
+
+        def run() -> list[tuple[str, float]]:
+            with loaded.lock, torch.inference_mode():
+                return rank_trie(loaded.model, ids, trie, k)
+
+        return self.run_on_worker(run)
 
 
 _PLACEHOLDER_CACHE: dict[int, set[int]] = {}

@@ -146,9 +146,14 @@ def option_logprob(lm: dspy.LM, messages: list[dict], field: str, option: str,
 
     from lms.constrained import score_options
 
-    loaded, ids, trie = _engine(lm).field_prefix(lm.model, normalize_messages(messages), field, prefix_fields)
+    engine = _engine(lm)
+    loaded, ids, trie = engine.field_prefix(lm.model, normalize_messages(messages), field, prefix_fields)
     option = option.strip()
     if option not in trie.token_ids:
         return -math.inf
-    with loaded.lock, torch.inference_mode():
-        return score_options(loaded.model, ids, trie, [option])[0]
+
+    def run() -> float:
+        with loaded.lock, torch.inference_mode():
+            return score_options(loaded.model, ids, trie, [option])[0]
+
+    return engine.run_on_worker(run)

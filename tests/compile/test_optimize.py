@@ -96,6 +96,9 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
     bad.write_text("datset: synthetic\n")
     assert main(["--config", str(bad)]) == 2
     assert "datset" in capsys.readouterr().err
+    bad.write_text("dataset: synthetic\nmetric_threshold: 1.5\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "metric_threshold" in capsys.readouterr().err
 
 
 def test_example_ids_used_for_resume_are_per_transition():

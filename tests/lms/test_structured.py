@@ -71,6 +71,9 @@ def test_repeated_line_cut():
     assert repeated_line_cut("a\nb\na\n") == 4
     assert repeated_line_cut("a\nb\nc") is None
     assert repeated_line_cut("\n\nx\n") is None
+    looped = "- 1983-1984: Clerks (age 23)\n- 1984-1985: Clerks (age 24)\n"
+    assert repeated_line_cut(looped) == len("- 1983-1984: Clerks (age 23)\n")
+    assert repeated_line_cut("- 1983: Clerks\n- 1984: Nurses\n") is None
 
 
 def test_int_field_with_stated_range_becomes_choice():
