@@ -304,8 +304,6 @@ def read_distill_run(path: Path | None) -> dict[str, Any]:
 def distill_command(row: str, compile_run: Path | None, target: Path | None) -> str | None:
     """The command that produces a missing distill run for ``row`` (None when finetune.distill cannot)."""
     mode = DISTILL_ROWS[row]
-    if mode == "direct":
-        return None
     parts = ["python -m finetune.distill", f"--from_run {compile_run or 'runs/compile/<RUN>'}", f"--mode {mode}"]
     if target is not None:
         parts += [f"--output_dir {target.parent}", f"--run_name {target.name}"]
@@ -487,13 +485,10 @@ def _row_distilled(ctx: _Context, name: str) -> RowScores:
     info = read_distill_run(target)
     command = distill_command(name, _path(cfg.compile_run, ctx.dataset), target)
     why = info["reason"] or ""
-    if expected == "direct" and not info["available"]:
-        why += ("; finetune.distill has no direct (no-reason) mode: train a student on direct prompts and set "
-                "distill_direct_run to its run directory")
     make = None
     if info["available"]:
         mode = info.get("mode")
-        if expected != "direct" and mode and mode != expected:
+        if mode and mode != expected:
             return ctx.row(name, status=STATUS_FAILED, command=command,
                            note=f"{target} is a {mode!r} distill run, expected {expected!r}")
         students = info["students"]

@@ -262,7 +262,10 @@ def _coerce(value: Any, tp: Any, key: str, *, from_text: bool) -> Any:
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         items = value
         if from_text and isinstance(value, str):
-            items = [v for v in value.split(",") if v.strip()]
+            text = value.strip()
+            if text.startswith("[") and text.endswith("]"):  # YAML flow list: --datasets "[synthetic, nlsy79]"
+                text = text[1:-1]
+            items = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(items, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {_shown(value)}.")
         item_tp = args[0] if args else Any
