@@ -142,6 +142,52 @@ def run(lm: dspy.LM, histories: list[str], titles: set[str], threads: int) -> di
             "examples": [str(r)[:80] for r in results[:3]]}
 
 
+def decode_speed(spec: str, histories: list[str], prompt_tokens: int = 380, new_tokens: int = 100,
+                 batch: int = 16) -> dict:
+    """Raw decoding speed on ~``prompt_tokens``-token prompts with exactly ``new_tokens`` new tokens (no stops).
+
+    Measures, in one process: ``hf_single`` -- transformers ``model.generate`` on one prompt (the reference figure);
+    ``engine_single`` -- the engine's decoding loop (:func:`lms.generation.generate_segments`) on the same prompt;
+    ``engine_batch`` -- the same loop on ``batch`` prompts at once (aggregate tokens/s). ``tok_per_s`` counts new
+    tokens over the whole call (prefill included); ``decode_tok_per_s`` subtracts the measured prefill time.
+    """
+    from lms.generation import Segment, generate_segments
+
+    loaded = load_local_model(spec)
+    tok, model = loaded.tokenizer, loaded.model
+    prompts = []
+    for history in histories[:batch]:
+        text = render_prompt(tok, [{"role": "user", "content": "Career history:\n" + history * 8}])
+        ids = tok(text, add_special_tokens=False)["input_ids"][:prompt_tokens]
+        prompts.append(tok.decode(ids))
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    def hf(n_new):
+        ids = tok(prompts[0], return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            model.generate(**ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                           pad_token_id=tok.pad_token_id)
+
+    def engine(rows, n_new):
+        segments = [Segment(prompt=p, max_new_tokens=n_new) for p in prompts[:rows]]
+        generate_segments(model, tok, segments, end_ids=[])
+
+    out = {}
+    hf(2)  # warm-up
+    for name, run_fn, rows in (("hf_single", lambda n: hf(n), 1), ("engine_single", lambda n: engine(1, n), 1),
+                               ("engine_batch", lambda n: engine(len(prompts), n), len(prompts))):
+        prefill = timed(lambda: run_fn(1))
+        total = timed(lambda: run_fn(new_tokens))
+        out[name] = {"rows": rows, "seconds": round(total, 2), "prefill_s": round(prefill, 2),
+                     "tok_per_s": round(rows * new_tokens / total, 1),
+                     "decode_tok_per_s": round(rows * (new_tokens - 1) / max(total - prefill, 1e-9), 1)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64, help="histories for the local engine (B)")
@@ -150,10 +196,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=128, help="per-call token budget (both)")
     parser.add_argument("--spec", default="local:gemma-3-270m")
+    parser.add_argument("--decode-batch", type=int, default=16, help="rows of the raw batched-decoding measurement")
+    parser.add_argument("--decode-only", action="store_true", help="only the raw decoding table")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     titles = pd.read_csv(DATA / "onet" / "Occupation Data.txt", sep="\t")["Title"].tolist()
     histories = load_histories(args.histories, args.n)
+    speed = decode_speed(args.spec, histories, batch=args.decode_batch)
+    print("\nRaw decoding (380-token prompt, 100 new tokens, greedy, no stops)")
+    print(f"{'variant':<16}{'rows':>6}{'tok/s':>10}{'decode tok/s':>14}{'prefill s':>11}{'wall s':>9}")
+    for name, r in speed.items():
+        print(f"{name:<16}{r['rows']:>6}{r['tok_per_s']:>10}{r['decode_tok_per_s']:>14}{r['prefill_s']:>11}"
+              f"{r['seconds']:>9}")
+    print(flush=True)
+    if args.decode_only:
+        return
     naive_n = args.naive_n or len(histories)
     print(f"{len(histories)} histories (naive baseline on {naive_n}); model {args.spec}; max_tokens {args.max_tokens}",
           flush=True)
