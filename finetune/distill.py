@@ -173,11 +173,13 @@ def render_report(results: dict[str, Any]) -> str:
     """Markdown report: stages (losses, throughput), students, and the before/after evaluation rows."""
     lines = [f"# Distill run `{Path(results['run_dir']).name}`", "",
              f"Base: `{results['base']}` — mode: `{results['mode']}`", "",
-             "| stage | steps | first loss | last loss | eval loss | tokens/s |", "|---|---|---|---|---|---|"]
+             "| stage | steps | first loss | last loss | eval loss | tokens/s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in results["stages"].items():
-        tps = (s.get("throughput") or {}).get("tokens_per_s", "")
+        throughput = s.get("throughput") or {}
         lines.append(f"| {name} | {s.get('global_step')} | {_fmt(s.get('first_loss'))} | {_fmt(s.get('last_loss'))} "
-                     f"| {_fmt(s.get('eval_loss', ''))} | {tps} |")
+                     f"| {_fmt(s.get('eval_loss', ''))} | {throughput.get('tokens_per_s', '')} "
+                     f"| {throughput.get('peak_rss_mb', '')} |")
     lines += ["", "Students (load with `lms.load(spec)`):", ""]
     lines += [f"- {role}: `{spec}`" for role, spec in results["students"].items()]
     if results.get("merged"):

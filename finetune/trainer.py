@@ -171,13 +171,20 @@ class ThroughputCallback(TrainerCallback):
         self.step_tokens.append((self.trainer.trained_tokens if self.trainer else 0) - self._tok0)
 
     def summary(self) -> dict[str, float]:
-        """``{"steps", "tokens", "seconds", "tokens_per_s", "s_per_step"}`` over the timed (post-warm-up) steps."""
+        """``{"steps", "tokens", "seconds", "tokens_per_s", "s_per_step", "peak_rss_mb"[, "peak_gpu_mb"]}`` over the
+        timed (post-warm-up) steps; peak memory is the process's so far (RSS; allocated CUDA memory on a GPU)."""
+        import resource
+
         skip = 1 if len(self.step_times) > 1 else 0
         secs, toks = sum(self.step_times[skip:]), sum(self.step_tokens[skip:])
         n = len(self.step_times) - skip
-        return {"steps": n, "tokens": toks, "seconds": round(secs, 3),
-                "tokens_per_s": round(toks / secs, 2) if secs > 0 else 0.0,
-                "s_per_step": round(secs / n, 3) if n else 0.0}
+        out = {"steps": n, "tokens": toks, "seconds": round(secs, 3),
+               "tokens_per_s": round(toks / secs, 2) if secs > 0 else 0.0,
+               "s_per_step": round(secs / n, 3) if n else 0.0,
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        if torch.cuda.is_available():
+            out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ configs

@@ -33,6 +33,7 @@ def test_two_model_with_dpo_and_merge(compile_run, tiny_model_dir, tmp_path):
     assert (run / "config.yaml").exists() and (run / "metrics.json").exists()
     report = (run / "report.md").read_text()
     assert "Not evaluated" in report and "config.yaml" in report  # no compile config.yaml: the note says why
+    assert "peak RSS MB" in report and res["stages"]["reason"]["throughput"]["peak_rss_mb"] > 0
     for key in res["merged"]:
         assert (run / "merged" / key / "model.safetensors").exists()
     assert json.loads((run / "metrics.json").read_text())["mode"] == "two_model"
