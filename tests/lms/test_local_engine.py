@@ -112,6 +112,33 @@ def test_rank_options_sorted_and_matches_brute_force(tiny_spec):
     assert lms.option_logprob(lm, msgs, "occupation", "Astronauts") == -math.inf
 
 
+def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
+    """Ranking from many DSPy threads must not allocate its large tensors on each of them (glibc arena growth)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import lms.constrained
+    import lms.local_engine
+
+    seen = []
+    real = lms.constrained.rank_trie
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lms.local_engine, "rank_trie", spy)
+    lm = _lm(tiny_spec)
+    msgs = [dspy.ChatAdapter().format(PickOccupation, demos=[], inputs={"history": h, "reason": "r"})
+            for h in HISTORIES[:4]]
+    with ThreadPoolExecutor(4) as pool:
+        ranked = list(pool.map(lambda m: lms.rank_options(lm, m, "occupation", k=2), msgs))
+    assert all(len(r) == 2 for r in ranked)
+    assert seen == ["LocalEngine-batcher"] * 4
+    with pytest.raises(ValueError, match="boom"):
+        lm._engine_spec.run_on_worker(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
 def test_rank_options_after_generated_and_given_prefix_fields(tiny_spec):
     lm = _lm(tiny_spec)
     msgs = dspy.ChatAdapter().format(NextOccupation, demos=[], inputs={"history": HISTORIES[2]})
