@@ -59,13 +59,18 @@ from lms.model_store import LOCAL_PREFIX, LoadedModel, load_local_model, parse_l
 
 logger = logging.getLogger(__name__)
 
-_FINGERPRINT_RE = re.compile(r"^(.*)@([0-9a-f]{12})$")
+_FINGERPRINT_RE = re.compile(r"^(.*)@([0-9a-f]{12})(?:\.[0-9a-f]{8})?$")
+
+# Bump when a change to decoding (stops, caps, constraints) changes what the engine returns for the same request:
+# it is part of the model name, hence of DSPy's cache key, so cached answers of an older engine are not reused.
+ENGINE_REVISION = 2
 
 
-def model_name_for(spec: str, fingerprint: str | None = None) -> str:
-    """DSPy model name for a local spec: ``local/<spec body>[@<fingerprint>]``."""
+def model_name_for(spec: str, fingerprint: str | None = None, revision: str | None = None) -> str:
+    """DSPy model name for a local spec: ``local/<spec body>[@<fingerprint>[.<engine revision>]]``."""
     body = parse_local_spec(spec).spec[len(LOCAL_PREFIX):]
-    return f"local/{body}" + (f"@{fingerprint}" if fingerprint else "")
+    name = f"local/{body}" + (f"@{fingerprint}" if fingerprint else "")
+    return name + (f".{revision}" if fingerprint and revision else "")
 
 
 def spec_for(model_name: str) -> tuple[str, str | None]:
@@ -167,6 +172,15 @@ class LocalEngine:
                 self._queue.put(None)
                 self._worker.join(timeout=30)
                 self._worker = None
+
+    def revision(self) -> str:
+        """8-hex hash of :data:`ENGINE_REVISION` and the settings that change outputs (see :func:`model_name_for`)."""
+        import hashlib
+        import json
+
+        settings = {k: v for k, v in self.dump_state().items() if k not in ("batch_window_ms", "max_batch_size")}
+        blob = json.dumps([ENGINE_REVISION, settings], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def dump_state(self) -> dict[str, Any]:
         """JSON-serializable settings (no weights, no secrets) for ``program.save``."""
@@ -385,12 +399,13 @@ _PLACEHOLDER_CACHE: dict[int, set[int]] = {}
 
 
 def _placeholder_starts(tokenizer: Any) -> set[int]:
-    """Tokens starting with ``{`` or ``[[``: small models copy the ``{field}`` placeholders and headers of DSPy's
-    format description into values, so a free-text value may not start with them."""
+    """Tokens starting with ``{``, ``[`` or ``#``: small models copy the ``{field}`` placeholders and ``[[ ## f ## ]]``
+    headers of DSPy's format description (or misspelt ``[ ## f ## ]]`` copies) into values, so a free-text value may
+    not start with them."""
     key = id(tokenizer)
     if key not in _PLACEHOLDER_CACHE:
         _PLACEHOLDER_CACHE[key] = {index for token, index in tokenizer.get_vocab().items()
-                                   if token.lstrip("\u2581\u0120").startswith(("{", "[["))}
+                                   if token.lstrip("\u2581\u0120").startswith(("{", "[", "#"))}
     return _PLACEHOLDER_CACHE[key]
 
 
@@ -412,6 +427,15 @@ class AsyncLocalEngine:
 
     async def aclose(self) -> None:
         return None
+
+    def revision(self) -> str:
+        """8-hex hash of :data:`ENGINE_REVISION` and the settings that change outputs (see :func:`model_name_for`)."""
+        import hashlib
+        import json
+
+        settings = {k: v for k, v in self.dump_state().items() if k not in ("batch_window_ms", "max_batch_size")}
+        blob = json.dumps([ENGINE_REVISION, settings], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def dump_state(self) -> dict[str, Any]:
         return self.sync.dump_state()

@@ -56,7 +56,7 @@ def load(spec: str = DEFAULT_SPEC, **kwargs: Any) -> dspy.LM:
     engine = LocalEngine(parse_local_spec(spec).spec, **engine_kwargs)
     loaded = load_local_model(engine.model, dtype=engine.dtype)
     kwargs.setdefault("temperature", 0.0)
-    return dspy.LM(model_name_for(engine.model, loaded.fingerprint), engine=engine,
+    return dspy.LM(model_name_for(engine.model, loaded.fingerprint, engine.revision()), engine=engine,
                    async_engine=AsyncLocalEngine(engine), **kwargs)
 
 

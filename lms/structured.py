@@ -23,7 +23,7 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 COMPLETED_MARKER = "[[ ## completed ## ]]"
-FIELD_STOPS = ("[[ ##", "\n\n")
+FIELD_STOPS = ("[[ ##", "[ ##", "## ]]", "\n\n")  # the header, the model's misspelt copies of it, a blank line
 _RESPOND_RE = re.compile(r"Respond with the corresponding output fields, starting with the field (.*?), and then ending")
 _FIELD_RE = re.compile(r"`\[\[ ## (\w+) ## \]\]`(?: \(must be formatted as a valid Python ([^)]*(?:\)[^,]*?)?)\))?")
 _RANGE_RE = re.compile(r"(?:from|between)\s+(-?\d+)\s+(?:to|and)\s+(-?\d+)|\b(-?\d+)\s*(?:-|\u2013)\s*(-?\d+)\b")

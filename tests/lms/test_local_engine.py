@@ -45,9 +45,17 @@ def _lm(spec, **kwargs):
 
 
 def test_load_returns_local_lm_with_fingerprint(tiny_spec):
+    from lms.local_engine import spec_for
+
     lm = _lm(tiny_spec)
     assert lms.is_local(lm)
     assert lm.model.startswith("local/") and "@" in lm.model
+    # the engine's output-changing settings are part of the name, hence of DSPy's cache key
+    assert _lm(tiny_spec).model == lm.model
+    assert _lm(tiny_spec, max_field_tokens=5).model != lm.model
+    assert _lm(tiny_spec, max_batch_size=3).model == lm.model
+    spec, fingerprint = spec_for(lm.model)
+    assert spec == tiny_spec and fingerprint == lm.model.split("@")[1].split(".")[0]
     assert not lms.is_local(dspy.LM("openai/gpt-4.1-mini"))
 
 
