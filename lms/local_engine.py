@@ -429,13 +429,7 @@ class AsyncLocalEngine:
         return None
 
     def revision(self) -> str:
-        """8-hex hash of :data:`ENGINE_REVISION` and the settings that change outputs (see :func:`model_name_for`)."""
-        import hashlib
-        import json
-
-        settings = {k: v for k, v in self.dump_state().items() if k not in ("batch_window_ms", "max_batch_size")}
-        blob = json.dumps([ENGINE_REVISION, settings], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+        return self.sync.revision()
 
     def dump_state(self) -> dict[str, Any]:
         return self.sync.dump_state()
