@@ -78,6 +78,23 @@ def _judged_fields(judgement: dspy.Prediction) -> dict:
     return out
 
 
+EMPTY_RESAMPLE_STRIDE = 1000
+
+
+def sample_reason(example: dspy.Example, index: int, steps: CandidateSteps, retries: int) -> str:
+    """The teacher's reason for candidate ``index``; an empty reason is resampled up to ``retries`` times with
+    rollout ``index + 1000 * attempt`` (re-asking the same rollout would return DSPy's cached empty answer)."""
+    for attempt in range(retries + 1):
+        rollout = index + EMPTY_RESAMPLE_STRIDE * attempt
+        reason = with_retries(lambda r=rollout: steps.reason(example, r), retries, what="teacher")
+        if isinstance(reason, str) and reason.strip():
+            return reason.strip()
+        if attempt < retries:
+            logger.warning("teacher returned an empty reason for %s/%d; resampling (rollout %d)",
+                           example_id(example), index, rollout + EMPTY_RESAMPLE_STRIDE)
+    raise ValueError(f"teacher returned an empty reason {retries + 1} times")
+
+
 def make_candidate(example: dspy.Example, index: int, steps: CandidateSteps, retries: int) -> dict:
     """Produces one judged candidate record; errors are recorded in the record, never raised."""
     record: dict[str, Any] = {
@@ -88,10 +105,7 @@ def make_candidate(example: dspy.Example, index: int, steps: CandidateSteps, ret
     }
     started = time.perf_counter()
     try:
-        reason = with_retries(lambda: steps.reason(example, index), retries, what="teacher")
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValueError("teacher returned an empty reason")
-        record["reason"] = reason.strip()
+        record["reason"] = sample_reason(example, index, steps, retries)
         pred = with_retries(lambda: steps.predict(example, record["reason"]), retries, what="predictor")
         record["prediction"] = {
             "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),

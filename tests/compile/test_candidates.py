@@ -67,6 +67,24 @@ def test_max_errors_stops_clearly(threads):
     assert all(r["error"] for r in w.rows)
 
 
+def test_empty_reason_is_resampled_with_another_rollout():
+    asked = []
+
+    def reason(ex, i):
+        asked.append(i)
+        return "  " if i < 2000 else f"reason {i}"
+
+    flaky = steps()
+    flaky.reason = reason
+    w = ListWriter()
+    stats = generate_candidates(examples(1), flaky, w, n=1, retries=2)
+    assert stats["errors"] == 0 and w.rows[0]["reason"] == "reason 2000" and asked == [0, 1000, 2000]
+    asked.clear()
+    w = ListWriter()
+    stats = generate_candidates(examples(1), flaky, w, n=1, retries=1, max_errors=5)
+    assert stats["errors"] == 1 and "empty reason 2 times" in w.rows[0]["error"] and asked == [0, 1000]
+
+
 def test_retry_backoff_then_success():
     calls = []
 
