@@ -301,8 +301,8 @@ def read_distill_run(path: Path | None) -> dict[str, Any]:
     return out
 
 
-def distill_command(row: str, compile_run: Path | None, target: Path | None) -> str | None:
-    """The command that produces a missing distill run for ``row`` (None when finetune.distill cannot)."""
+def distill_command(row: str, compile_run: Path | None, target: Path | None) -> str:
+    """The ``finetune.distill`` command that produces a missing distill run for ``row``."""
     mode = DISTILL_ROWS[row]
     parts = ["python -m finetune.distill", f"--from_run {compile_run or 'runs/compile/<RUN>'}", f"--mode {mode}"]
     if target is not None:
