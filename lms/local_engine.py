@@ -230,7 +230,10 @@ class LocalEngine:
         return job.future.result()
 
     def run_on_worker(self, fn: Any) -> Any:
-        """Run ``fn()`` on the batching worker thread, between batches, and return its result (or raise its error)."""
+        """Run ``fn()`` on the batching worker thread, between batches, and return its result (or raise its error).
+        Called from the worker itself, ``fn`` runs directly (queueing it there would wait forever)."""
+        if threading.current_thread() is self._worker:
+            return fn()
         return self._submit(_Call(fn))
 
     def _ensure_worker(self) -> None:

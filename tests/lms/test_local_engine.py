@@ -145,6 +145,9 @@ def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
     assert seen == ["LocalEngine-batcher"] * 4
     with pytest.raises(ValueError, match="boom"):
         lm._engine_spec.run_on_worker(lambda: (_ for _ in ()).throw(ValueError("boom")))
+    engine = lm._engine_spec
+    assert engine.run_on_worker(lambda: engine.run_on_worker(lambda: threading.current_thread().name)) == \
+        "LocalEngine-batcher"  # nested calls from the worker run in place instead of deadlocking
 
 
 def test_rank_options_after_generated_and_given_prefix_fields(tiny_spec):
