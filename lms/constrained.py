@@ -179,7 +179,7 @@ def apply_constraint(constraint: Any, generated: list[int], scores: torch.Tensor
 
 
 def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.lm_head(hidden).float()
+    logits = model.get_output_embeddings()(hidden).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -192,8 +192,8 @@ def prefix_state(model: Any, prompt_ids: list[int]) -> tuple[Any, torch.Tensor]:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    ids = torch.tensor([prompt_ids], dtype=torch.long)
-    out = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True)
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
+    out = model.get_decoder()(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, use_cache=True)
     logprobs = torch.log_softmax(_logits(model, out.last_hidden_state[:, -1]), dim=-1)[0]
     return cache, logprobs
 
@@ -219,19 +219,20 @@ def continuation_logprobs(model: Any, cache: Any, prefix_len: int, paths: list[l
     for row, path in enumerate(paths):
         ids[row, : len(path)] = torch.tensor(path)
         mask[row, prefix_len: prefix_len + len(path)] = 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
     batch_cache = copy.deepcopy(cache)
     if rows > 1:
         batch_cache.batch_repeat_interleave(rows)
-    hidden = model.model(input_ids=ids, attention_mask=mask, cache=batch_cache, use_cache=True)
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, cache=batch_cache, use_cache=True)
     hidden = hidden.last_hidden_state
     if all_positions:
         return torch.log_softmax(_logits(model, hidden), dim=-1)
-    last = torch.tensor([len(p) - 1 for p in paths])
-    return torch.log_softmax(_logits(model, hidden[torch.arange(rows), last]), dim=-1)
+    last = torch.tensor([len(p) - 1 for p in paths], device=hidden.device)
+    return torch.log_softmax(_logits(model, hidden[torch.arange(rows, device=hidden.device), last]), dim=-1)
 
 
 def _end_logprob(logprobs: torch.Tensor, terminators: list[int]) -> float:
-    return float(torch.logsumexp(logprobs[terminators], dim=-1))
+    return float(torch.logsumexp(logprobs[torch.tensor(terminators, device=logprobs.device)], dim=-1))
 
 
 @torch.inference_mode()
@@ -314,3 +315,94 @@ def rank_trie(model: Any, prompt_ids: list[int], trie: OptionTrie, k: int, batch
         for row, (negative, _, _, (path, node)) in enumerate(batch):
             push_children(node, path, -negative, logprobs[row])
     return results
+
+
+@torch.inference_mode()
+def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
+              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64) -> list[list[tuple[str, float]]]:
+    """Top-k options per prompt by beam search over the trie, all prompts decoded together.
+
+    Each prompt keeps its ``width`` best partial options; one step extends every beam by one token, reusing the
+    prompt's KV cache (computed once, the batch's shared prefix once for all prompts). An option's score is exact
+    (``log P(option tokens, terminator | prompt)``, the same as :func:`rank_trie`); what a beam can miss is an
+    option whose prefix fell out of the ``width`` best at some depth. A beam whose score is already below the
+    prompt's k-th completed option is dropped (its completions can only score lower).
+
+    Args:
+        model: The causal LM.
+        prompts: Token ids of each prompt, ending right before the value.
+        trie: The allowed options.
+        k: How many options to return per prompt.
+        width: Beams kept per prompt (at least ``k``).
+        pad: Padding token id.
+        prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` for the prompts' shared prefix.
+        share_prefix: Prefill the prompts' common prefix once.
+        max_rows: Most beam rows decoded at once; more prompts are ranked in chunks.
+
+    Returns:
+        One ``[(option, logprob), ...]`` list per prompt, best first.
+    """
+    width = max(width, k)
+    per_chunk = max(1, max_rows // width)
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(prompts), per_chunk):
+        out.extend(_rank_beam_chunk(model, prompts[start:start + per_chunk], trie, k, width, pad, prefix_cache,
+                                    share_prefix))
+    return out
+
+
+def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix):
+    from transformers import DynamicCache
+
+    from lms.generation import encode_ids
+
+    device = model.device
+    terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
+    enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    start = 0 if cache is None else cache.get_seq_length()
+    cache = DynamicCache(config=model.config) if cache is None else cache
+    body = model.get_decoder()
+    hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
+                  use_cache=True).last_hidden_state[:, -1]
+    logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+    next_pos = positions[:, -1] + 1
+    finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
+    # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
+    roots = [(0.0, p, p, trie.root, None) for p in range(len(prompts))]
+    beams = _expand(roots, logprobs, terminators, finished, k, width)
+    while beams:
+        rows = torch.tensor([b[2] for b in beams], dtype=torch.long, device=device)
+        cache.batch_select_indices(rows)
+        mask = torch.cat([mask[rows], torch.ones((len(beams), 1), dtype=mask.dtype, device=device)], dim=1)
+        next_pos = next_pos[rows]
+        tokens = torch.tensor([[b[4]] for b in beams], dtype=torch.long, device=device)
+        hidden = body(input_ids=tokens, attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
+                      use_cache=True).last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+        logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+        beams = _expand([(score, p, row, node, None) for row, (score, p, _, node, _) in enumerate(beams)], logprobs,
+                        terminators, finished, k, width)
+    return [[(option, score) for score, option in sorted(done, key=lambda item: -item[0])[:k]] for done in finished]
+
+
+def _expand(beams, logprobs, terminators, finished, k, width):
+    """Score each beam's completion and children; keep the ``width`` best children per prompt above the bound."""
+    end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
+    children: dict[int, list[tuple[float, int, int, Any, int]]] = {}
+    for row, (score, prompt, _, node, _) in enumerate(beams):
+        if node.option is not None and end is not None:
+            finished[prompt].append((score + end[row], node.option))
+        if node.children:
+            tokens = list(node.children)
+            values = logprobs[row, torch.tensor(tokens, device=logprobs.device)].tolist()
+            for token, value in zip(tokens, values, strict=True):
+                children.setdefault(prompt, []).append((score + value, prompt, row, node.children[token], token))
+    kept = []
+    for prompt, items in children.items():
+        done = finished[prompt]
+        bound = sorted((s for s, _ in done), reverse=True)[k - 1] if len(done) >= k else float("-inf")
+        best = heapq.nlargest(width, items, key=lambda item: item[0])
+        kept.extend(item for item in best if item[0] > bound)
+    return kept

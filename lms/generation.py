@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from lms.constrained import RowConstraintsProcessor, TrieConstraint, apply_constraint
+from lms.constrained import RowConstraintsProcessor, TrieConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ def repeated_line_cut(text: str) -> int | None:
 
 def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_ids: list[int],
                       sampling: dict[str, Any] | None = None, seed: int | None = None,
-                      share_prefix: bool = True, hf_generate: bool = False) -> list[SegmentResult]:
+                      share_prefix: bool = True, hf_generate: bool = False,
+                      prefix_cache: Any = None) -> list[SegmentResult]:
     """Generate all rows of a batch together.
 
     The default decoding loop drops finished rows from the batch (and their KV cache rows) at every step, so a
@@ -124,11 +125,13 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
         seed: Seed for sampled generation.
         share_prefix: Run the token prefix common to all rows once and reuse its KV cache (see :func:`_encode`).
         hf_generate: Use ``model.generate`` rather than the shrinking-batch loop.
+        prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` of earlier batches' prompt prefixes.
 
     Returns:
         One result per row, in order.
     """
-    enc, cache = _encode(model, tokenizer, [s.prompt for s in segments], share_prefix)
+    enc, cache = _encode(model, tokenizer, [s.prompt for s in segments], share_prefix,
+                         None if hf_generate else prefix_cache)
     prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
     sampled = bool(sampling) and (sampling.get("temperature") or 0) > 0
     if sampled and seed is not None:
@@ -191,11 +194,58 @@ def _pick(logits: torch.Tensor, sampling: dict[str, Any] | None) -> torch.Tensor
         logits = logits.masked_fill(logits < kth, float("-inf"))
     top_p = sampling.get("top_p")
     if top_p is not None and top_p < 1.0:
-        ordered, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(ordered, dim=-1) > top_p
-        logits = logits.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+        logits = _top_p_filter(logits, float(top_p))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
+
+
+def _head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] | None]) -> torch.Tensor:
+    """Next-token logits from the last hidden states; rows with an allowed-token list get only those LM-head rows
+    computed (the others stay ``-inf``), which picks the same token as masking the full head."""
+    head = model.get_output_embeddings()
+    full = [i for i, allowed in enumerate(rows_allowed) if allowed is None]
+    vocab = head.weight.shape[0]
+    logits = torch.full((hidden.shape[0], vocab), float("-inf"), dtype=torch.float32, device=hidden.device)
+    if full:
+        index = torch.tensor(full, device=hidden.device) if len(full) < hidden.shape[0] else slice(None)
+        logits[index] = head(hidden[index]).float()
+    for i, allowed in enumerate(rows_allowed):
+        if allowed is not None:
+            ids = torch.tensor(allowed, dtype=torch.long, device=hidden.device)
+            weight = head.weight[ids]
+            row = hidden[i] @ weight.T
+            if getattr(head, "bias", None) is not None:
+                row = row + head.bias[ids]
+            logits[i, ids] = row.float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _step_allowed(segments: list[Segment], active: list[int], generated: list[list[int]]) -> list[list[int] | None]:
+    """Allowed next tokens per active row (None: the full vocabulary, maybe with banned tokens)."""
+    out = []
+    for row in active:
+        constraint = segments[row].constraint
+        out.append(constraint.allowed_tokens(generated[row]) or None if constraint is not None else None)
+    return out
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float, head: int = 512) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (as transformers' ``TopPLogitsWarper``).
+
+    Sorting the whole vocabulary is the expensive part; the nucleus almost always lies within the ``head`` most
+    likely tokens, so those are sorted first and the full sort runs only for a row whose head falls short.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    m = min(head, logits.shape[-1])
+    top, order = torch.topk(probs, m, dim=-1)
+    if m < logits.shape[-1] and bool((top.sum(dim=-1) <= top_p).any()):
+        top, order = torch.sort(probs, descending=True, dim=-1)
+    drop = top.cumsum(dim=-1) - top > top_p
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep.scatter_(1, order, ~drop)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, sampling) -> list[list[int]]:
@@ -206,73 +256,97 @@ def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, samplin
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     start = 0 if cache is None else cache.get_seq_length()
     cache = DynamicCache(config=model.config) if cache is None else cache
-    logits = model(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    body = model.get_decoder()
+    hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
+                  use_cache=True).last_hidden_state[:, -1]
     next_pos = positions[:, -1] + 1
     active = list(range(len(segments)))
     generated: list[list[int]] = [[] for _ in segments]
     end_set, tail = set(end_ids), _tail(segments)
+    ones = torch.ones((len(segments), 1), dtype=mask.dtype, device=mask.device)
     while True:
+        allowed = _step_allowed(segments, active, generated)
+        logits = _head_logits(model, hidden, allowed)
         for i, row in enumerate(active):
-            if segments[row].constraint is not None:
-                apply_constraint(segments[row].constraint, generated[row], logits[i])
+            banned = getattr(segments[row].constraint, "banned_tokens", None)
+            if banned is not None and (tokens := banned(generated[row])):
+                logits[i, tokens] = float("-inf")
         tokens = _pick(logits, sampling)
         keep = []
-        for i, row in enumerate(active):
-            generated[row].append(int(tokens[i]))
+        for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
+            generated[row].append(token)
             if not row_done(tokenizer, segments[row], generated[row], end_set, tail):
                 keep.append(i)
         if not keep:
             return generated
         if len(keep) < len(active):
-            index = torch.tensor(keep, dtype=torch.long)
+            index = torch.tensor(keep, dtype=torch.long, device=mask.device)
             cache.batch_select_indices(index)
             mask, next_pos, tokens = mask[index], next_pos[index], tokens[index]
             active = [active[i] for i in keep]
-        mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype)], dim=1)
-        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
-                       use_cache=True).logits[:, -1].float()
+        mask = torch.cat([mask, ones[: len(active)]], dim=1)
+        hidden = body(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
+                      use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
 
 
 MIN_SHARED_PREFIX = 16
 
 
-def _encode(model: Any, tokenizer: Any, prompts: list[str], share_prefix: bool):
+def _encode(model: Any, tokenizer: Any, prompts: list[str], share_prefix: bool, prefix_cache: Any = None):
     """Tokenize the rows; with ``share_prefix``, prefill their common token prefix once.
 
     Rows sharing a prompt prefix (DSPy's system message is the same for every call of a signature) are laid out
     as ``prefix + padding + suffix``: the prefix KV cache is computed once and repeated over the batch, and
-    ``generate`` continues it with the padded suffixes. Position ids come from the attention mask's cumulative sum,
-    so a middle padding gives every real token the position it has in the unpadded prompt. Otherwise plain left
-    padding is used. Returns ``(inputs, cache or None)``.
+    decoding continues it with the padded suffixes. Position ids come from the attention mask's cumulative sum,
+    so a middle padding gives every real token the position it has in the unpadded prompt. With a
+    :class:`~lms.prefix_cache.PrefixCache`, the longest prefix an earlier batch computed is reused and only the rest
+    is prefilled; a single row reuses a stored prefix too. Otherwise plain left padding is used. Returns
+    ``(inputs, cache or None)``.
     """
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return encode_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache)
+
+
+def encode_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None):
+    """:func:`_encode` on token ids."""
+    from transformers import DynamicCache
+
+    device = model.device
     shared = 0
     window = getattr(model.config, "sliding_window", None)
     if window and max(len(r) for r in rows) >= window:
         share_prefix = False  # keep sliding-window caches on the well-trodden left-padding path
-    if share_prefix and len(rows) > 1:
+    if share_prefix:
         shortest = min(len(r) for r in rows)
         while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
             shared += 1
-    pad = tokenizer.pad_token_id
+    hit, cache = (0, None)
+    if share_prefix and prefix_cache is not None and shared >= MIN_SHARED_PREFIX:
+        hit, cache = prefix_cache.lookup(rows[0][:shared], MIN_SHARED_PREFIX)
+    if len(rows) == 1:
+        shared = hit  # one row: only a stored prefix is worth splitting off
     if shared < MIN_SHARED_PREFIX:
         width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
         return {"input_ids": ids, "attention_mask": mask}, None
-    from transformers import DynamicCache
-
     prefix = rows[0][:shared]
-    cache = DynamicCache(config=model.config)
-    with torch.inference_mode():
-        model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True, logits_to_keep=1)
-    cache.batch_repeat_interleave(len(rows))
+    if hit < shared:
+        cache = DynamicCache(config=model.config) if cache is None else cache
+        rest = torch.tensor([prefix[hit:]], device=device)
+        positions = torch.arange(hit, shared, device=device)[None]
+        with torch.inference_mode():
+            model(input_ids=rest, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        if prefix_cache is not None:
+            prefix_cache.store(prefix, cache)
+    if len(rows) > 1:
+        cache.batch_repeat_interleave(len(rows))
     width = max(len(r) for r in rows) - shared
-    ids = torch.tensor([prefix + [pad] * (width - len(r) + shared) + r[shared:] for r in rows], dtype=torch.long)
+    ids = torch.tensor([prefix + [pad] * (width - len(r) + shared) + r[shared:] for r in rows], dtype=torch.long,
+                       device=device)
     mask = torch.tensor([[1] * shared + [0] * (width - len(r) + shared) + [1] * (len(r) - shared) for r in rows],
-                        dtype=torch.long)
+                        dtype=torch.long, device=device)
     return {"input_ids": ids, "attention_mask": mask}, cache
 
 

@@ -45,6 +45,7 @@ import queue
 import re
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +54,18 @@ from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_e
 
 from lms import structured
 from lms.chat_template import end_of_turn_ids, normalize_messages, render_prompt, request_messages
-from lms.constrained import NonEmptyText, NumberConstraint, OptionTrie, TrieConstraint, number_vocab, rank_trie
-from lms.generation import Segment, generate_segments
+from lms.constrained import (
+    NonEmptyText,
+    NumberConstraint,
+    OptionTrie,
+    TrieConstraint,
+    number_vocab,
+    rank_beam,
+    rank_trie,
+)
+from lms.generation import Segment, SegmentResult, generate_segments
 from lms.model_store import LOCAL_PREFIX, LoadedModel, load_local_model, parse_local_spec
+from lms.prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +73,7 @@ _FINGERPRINT_RE = re.compile(r"^(.*)@([0-9a-f]{12})(?:\.[0-9a-f]{8})?$")
 
 # Bump when a change to decoding (stops, caps, constraints) changes what the engine returns for the same request:
 # it is part of the model name, hence of DSPy's cache key, so cached answers of an older engine are not reused.
-ENGINE_REVISION = 2
+ENGINE_REVISION = 3
 
 
 def model_name_for(spec: str, fingerprint: str | None = None, revision: str | None = None) -> str:
@@ -115,21 +125,39 @@ class LocalEngine:
         model: Default local spec (``local:gemma-3-270m``, ``local:/path``, ``local:/base+/adapter``); recorded in
             the saved state. Requests are routed on ``request.model``.
         constrained_fields: Field name -> allowed strings; ChatAdapter fields of that name decode to one option.
-        dtype: ``'bfloat16'`` (default, faster on CPU) or ``'float32'``.
+        dtype: ``'auto'``/None (default: bf16 where the hardware computes it natively and faster, else fp32; see
+            :func:`lms.hardware.resolve_dtype`), ``'bfloat16'``, ``'float32'`` or ``'float16'``.
         batch_window_ms: How long the worker collects concurrent requests into one batch.
         max_batch_size: Most requests per batch.
         max_field_tokens: Token cap per free-text field (and per plain completion); a reason is a few sentences.
         default_max_tokens: Budget when the request sets no ``max_tokens``.
         seed: Base seed of sampled generation.
         structured_output: Generate ChatAdapter requests field by field (recommended for small models).
-        share_prefix: Prefill the token prefix shared by a batch's prompts once (DSPy's system message).
+        share_prefix: Prefill the token prefix shared by a batch's prompts once (DSPy's system message), and keep
+            recent prefixes for later batches.
+        device: ``'auto'``/None (default: a GPU when torch sees one), ``'cpu'`` or ``'cuda'``.
+        choice_decoding: ``'ranked'`` (default): a greedy closed-option field (the occupation) answers the top
+            option of the ranking, which is kept so :meth:`rank` on the same prompt costs nothing; ``'greedy'``:
+            token-by-token constrained greedy decoding.
+        ranking: ``'beam'`` (default, fast) or ``'exact'`` (best-first over the whole trie, slow) option ranking.
+        rank_width: Beams per prompt in beam ranking.
+        rank_k: Options kept per ranked prompt.
+        prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
     """
 
     def __init__(self, model: str = "local:gemma-3-270m", *, constrained_fields: dict[str, list[str]] | None = None,
                  dtype: str | None = None, batch_window_ms: float = 30.0, max_batch_size: int = 16,
                  max_field_tokens: int = 128, default_max_tokens: int = 512, seed: int = 0,
-                 structured_output: bool = True, share_prefix: bool = True):
+                 structured_output: bool = True, share_prefix: bool = True, device: str | None = None,
+                 choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 8, rank_k: int = 10,
+                 prefix_cache_tokens: int = 8192):
         parse_local_spec(model)
+        if choice_decoding not in ("ranked", "greedy"):
+            raise ValueError(f"choice_decoding must be 'ranked' or 'greedy', got {choice_decoding!r}")
+        if ranking not in ("beam", "exact"):
+            raise ValueError(f"ranking must be 'beam' or 'exact', got {ranking!r}")
+        if rank_width < 1 or rank_k < 1 or prefix_cache_tokens < 0:
+            raise ValueError("rank_width and rank_k must be >= 1 and prefix_cache_tokens >= 0")
         if constrained_fields is not None and not isinstance(constrained_fields, dict):
             raise ValueError("constrained_fields must be a dict of field name -> list of allowed strings")
         for name, options in (constrained_fields or {}).items():
@@ -142,12 +170,17 @@ class LocalEngine:
         self.dtype, self.batch_window_ms, self.max_batch_size = dtype, batch_window_ms, max_batch_size
         self.max_field_tokens, self.default_max_tokens, self.seed = max_field_tokens, default_max_tokens, seed
         self.structured_output, self.share_prefix = structured_output, share_prefix
+        self.device, self.choice_decoding, self.ranking = device, choice_decoding, ranking
+        self.rank_width, self.rank_k, self.prefix_cache_tokens = rank_width, rank_k, prefix_cache_tokens
+        self._prefix_caches: dict[tuple, PrefixCache] = {}
+        self._ranked: OrderedDict[tuple, list[tuple[str, float]]] = OrderedDict()
+        self._ranked_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._seeds = itertools.count(seed)
         self._tries: dict[tuple, OptionTrie] = {}
-        self.stats = {"batches": 0, "requests": 0, "generate_calls": 0}
+        self.stats = {"batches": 0, "requests": 0, "generate_calls": 0, "rank_calls": 0, "rank_memo_hits": 0}
 
     # ----- DSPy engine contract -------------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
@@ -178,7 +211,9 @@ class LocalEngine:
         import hashlib
         import json
 
-        settings = {k: v for k, v in self.dump_state().items() if k not in ("batch_window_ms", "max_batch_size")}
+        settings = {k: v for k, v in self.dump_state().items()
+                    if k not in ("batch_window_ms", "max_batch_size", "device", "prefix_cache_tokens")}
+        settings["dtype"] = self.loaded().dtype  # the resolved dtype: outputs differ between fp32 and bf16
         blob = json.dumps([ENGINE_REVISION, settings], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -187,7 +222,9 @@ class LocalEngine:
         return {"model": self.model, "constrained_fields": self.constrained_fields, "dtype": self.dtype,
                 "batch_window_ms": self.batch_window_ms, "max_batch_size": self.max_batch_size,
                 "max_field_tokens": self.max_field_tokens, "default_max_tokens": self.default_max_tokens,
-                "seed": self.seed, "structured_output": self.structured_output, "share_prefix": self.share_prefix}
+                "seed": self.seed, "structured_output": self.structured_output, "share_prefix": self.share_prefix,
+                "device": self.device, "choice_decoding": self.choice_decoding, "ranking": self.ranking,
+                "rank_width": self.rank_width, "rank_k": self.rank_k, "prefix_cache_tokens": self.prefix_cache_tokens}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LocalEngine:
@@ -198,7 +235,7 @@ class LocalEngine:
     def loaded(self, model_name: str | None = None) -> LoadedModel:
         """The loaded model serving ``model_name`` (a DSPy ``local/...`` name or a ``local:`` spec)."""
         spec, fingerprint = spec_for(model_name) if model_name else (self.model, None)
-        loaded = load_local_model(spec, dtype=self.dtype)
+        loaded = load_local_model(spec, dtype=self.dtype, device=self.device)
         if fingerprint and fingerprint != loaded.fingerprint:
             logger.warning("Model %s has fingerprint %s, the LM name says %s: the weights changed since",
                            spec, loaded.fingerprint, fingerprint)
@@ -286,19 +323,30 @@ class LocalEngine:
         state = [{"values": [], "used": 0, "prompt_tokens": None, "truncated": False} for _ in jobs]
         step = 0
         while True:
-            rows, segments = [], []
+            rows, segments, ranked = [], [], []
             for index, job in enumerate(jobs):
                 segment = self._segment(loaded, job, state[index], step, end_ids)
-                if segment is not None:
+                if segment is None:
+                    continue
+                if sampling is None and self.choice_decoding == "ranked" and isinstance(segment.constraint,
+                                                                                        TrieConstraint):
+                    ranked.append((index, segment))
+                else:
                     rows.append(index)
                     segments.append(segment)
-            if not segments:
+            if not segments and not ranked:
                 break
-            seed = jobs[0].seed if jobs[0].seed is not None else next(self._seeds)
-            with loaded.lock:
-                results = generate_segments(loaded.model, tok, segments, end_ids, sampling, seed, self.share_prefix)
-            self.stats["generate_calls"] += 1
-            for index, result in zip(rows, results, strict=True):
+            results = {}
+            if segments:
+                seed = jobs[0].seed if jobs[0].seed is not None else next(self._seeds)
+                with loaded.lock:
+                    out = generate_segments(loaded.model, tok, segments, end_ids, sampling, seed, self.share_prefix,
+                                            prefix_cache=self.prefix_cache(loaded))
+                self.stats["generate_calls"] += 1
+                results.update(zip(rows, out, strict=True))
+            if ranked:
+                results.update(self._ranked_results(loaded, ranked))
+            for index, result in results.items():
                 st, job = state[index], jobs[index]
                 st["used"] += result.output_tokens
                 # "length" only when the request's own max_tokens ran out (not the per-field cap).
@@ -315,6 +363,68 @@ class LocalEngine:
             usage = Usage(input_tokens=st["prompt_tokens"] or 0, output_tokens=st["used"])
             job.values = st["values"]
             job.future.set_result((text, usage, "length" if st["truncated"] else "stop"))
+
+    def _ranked_results(self, loaded: LoadedModel, ranked: list[tuple[int, Segment]]) -> dict[int, SegmentResult]:
+        """Greedy closed-option rows answered by the ranking's top option (the ranking is kept for :meth:`rank`)."""
+        out = {}
+        by_trie: dict[int, list[tuple[int, list[int], OptionTrie]]] = {}
+        for index, segment in ranked:
+            ids = loaded.tokenizer(segment.prompt, add_special_tokens=False)["input_ids"]
+            by_trie.setdefault(id(segment.constraint.trie), []).append((index, ids, segment.constraint.trie))
+        for items in by_trie.values():
+            trie = items[0][2]
+            lists = self._rank_ids(loaded, [ids for _, ids, _ in items], trie, self.rank_k)
+            for (index, ids, _), top in zip(items, lists, strict=True):
+                option = top[0][0]
+                out[index] = SegmentResult(text=option, prompt_tokens=len(ids),
+                                           output_tokens=len(trie.token_ids[option]) + 1)
+        return out
+
+    def prefix_cache(self, loaded: LoadedModel) -> PrefixCache | None:
+        """The prompt-prefix LRU of one loaded model (None when disabled)."""
+        if not self.share_prefix or not self.prefix_cache_tokens:
+            return None
+        key = (loaded.spec.spec, loaded.fingerprint, loaded.dtype, loaded.device)
+        if key not in self._prefix_caches:
+            self._prefix_caches[key] = PrefixCache(max_tokens=self.prefix_cache_tokens)
+        return self._prefix_caches[key]
+
+    def _rank_key(self, loaded: LoadedModel, ids: list[int], trie: OptionTrie) -> tuple:
+        return (loaded.spec.spec, loaded.fingerprint, loaded.dtype, self.ranking, self.rank_width, id(trie),
+                tuple(ids))
+
+    def _rank_ids(self, loaded: LoadedModel, prompts: list[list[int]], trie: OptionTrie,
+                  k: int) -> list[list[tuple[str, float]]]:
+        """Top-k options per prompt (kept rankings first, the rest in one batched search). Runs on the caller's
+        thread: call it from the batching worker."""
+        import torch
+
+        keys = [self._rank_key(loaded, ids, trie) for ids in prompts]
+        out: list[list[tuple[str, float]] | None] = [None] * len(prompts)
+        with self._ranked_lock:
+            for i, key in enumerate(keys):
+                if key in self._ranked and len(self._ranked[key]) >= min(k, len(trie.options)):
+                    self._ranked.move_to_end(key)
+                    out[i] = self._ranked[key][:k]
+                    self.stats["rank_memo_hits"] += 1
+        todo = [i for i, value in enumerate(out) if value is None]
+        if todo:
+            depth = max(k, self.rank_k)
+            self.stats["rank_calls"] += 1
+            with loaded.lock, torch.inference_mode():
+                if self.ranking == "exact":
+                    lists = [rank_trie(loaded.model, prompts[i], trie, depth) for i in todo]
+                else:
+                    lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
+                                      pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
+                                      share_prefix=self.share_prefix)
+            with self._ranked_lock:
+                for i, ranking in zip(todo, lists, strict=True):
+                    self._ranked[keys[i]] = ranking
+                    out[i] = ranking[:k]
+                while len(self._ranked) > _RANKED_MEMO_SIZE:
+                    self._ranked.popitem(last=False)
+        return out
 
     def _segment(self, loaded: LoadedModel, job: _Job, st: dict, step: int, end_ids: list[int]) -> Segment | None:
         tok = loaded.tokenizer
@@ -386,16 +496,15 @@ class LocalEngine:
 
     def rank(self, model_name: str, messages: list[dict[str, str]], field_name: str, k: int = 5,
              prefix_fields: dict[str, str] | None = None) -> list[tuple[str, float]]:
-        """Top-k options of a constrained field with total log-probabilities (see :meth:`field_prefix`)."""
-        import torch
+        """Top-k options of a constrained field with total log-probabilities (see :meth:`field_prefix`).
 
+        A prompt this engine has already answered by ranking (``choice_decoding='ranked'``) returns the kept
+        ranking without running the model again."""
         loaded, ids, trie = self.field_prefix(model_name, messages, field_name, prefix_fields)
+        return self.run_on_worker(lambda: self._rank_ids(loaded, [ids], trie, k)[0])
 
-        def run() -> list[tuple[str, float]]:
-            with loaded.lock, torch.inference_mode():
-                return rank_trie(loaded.model, ids, trie, k)
 
-        return self.run_on_worker(run)
+_RANKED_MEMO_SIZE = 4096
 
 
 _PLACEHOLDER_CACHE: dict[int, set[int]] = {}

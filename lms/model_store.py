@@ -69,6 +69,8 @@ class LoadedModel:
         tokenizer: Its tokenizer, with a chat template set.
         fingerprint: Short hash identifying the weights (and adapter); part of every cache key.
         lock: Serializes forward passes on this model.
+        dtype: Compute dtype name (``float32``, ``bfloat16``, ``float16``).
+        device: Device the weights live on (``cpu``, ``cuda``, ...).
     """
 
     spec: LocalModelSpec
@@ -76,6 +78,8 @@ class LoadedModel:
     tokenizer: Any
     fingerprint: str
     lock: threading.RLock = field(default_factory=threading.RLock)
+    dtype: str = "float32"
+    device: str = "cpu"
 
 
 def is_local_spec(spec: str) -> bool:
@@ -225,57 +229,59 @@ def _fingerprint(folder: str, adapter: str | None) -> str:
     return digest.hexdigest()[:12]
 
 
-def pick_dtype(requested: str | None = None):
-    """The compute dtype: ``requested`` if given, else bfloat16 on CPU (measured 17.7 vs 9.9 tok/s for fp32)."""
+def pick_dtype(requested: str | None = None, device: str = "cpu"):
+    """The torch compute dtype: ``requested`` if given, else ``$NEXTOCC_DTYPE``, else the machine's rule
+    (:func:`lms.hardware.resolve_dtype`: bf16 where the CPU or GPU computes it natively and faster, else fp32)."""
     import torch
 
-    if requested in (None, "auto"):
-        return torch.bfloat16
-    try:
-        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
-                "fp16": torch.float16, "float16": torch.float16}[requested]
-    except KeyError:
-        raise ValueError(f"Unknown dtype {requested!r}; use 'bfloat16', 'float32' or 'float16'") from None
+    from lms.hardware import resolve_dtype
+
+    return getattr(torch, resolve_dtype(requested, device))
 
 
 _REGISTRY: dict[tuple[str, str], LoadedModel] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None) -> LoadedModel:
+def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, device: str | None = None) -> LoadedModel:
     """Load (or fetch from the process-wide registry) the model named by a local spec.
 
     Args:
         spec: ``local:...`` spec string or parsed spec.
-        dtype: ``'bfloat16'`` (default on CPU) or ``'float32'``.
+        dtype: ``'bfloat16'``, ``'float32'``, ``'float16'`` or None/``'auto'`` (the machine's rule, see
+            :func:`lms.hardware.resolve_dtype`).
+        device: ``'auto'`` (default: a GPU when torch sees one), ``'cpu'`` or ``'cuda[:N]'``.
 
     Returns:
-        The loaded model; loads with the same spec and dtype share one instance.
+        The loaded model; loads with the same spec, dtype and device share one instance.
 
     Raises:
         FileNotFoundError: If the model or adapter folder does not exist.
-        ValueError: If the spec is malformed.
+        ValueError: If the spec, dtype or device is malformed.
     """
+    from lms.hardware import resolve_device
+
     parsed = spec if isinstance(spec, LocalModelSpec) else parse_local_spec(spec)
-    torch_dtype = pick_dtype(dtype)
-    key = (parsed.spec, str(torch_dtype))
+    device = resolve_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    key = (parsed.spec, str(torch_dtype), device)
     with _REGISTRY_LOCK:
         if key in _REGISTRY:
             return _REGISTRY[key]
         folder = str(embedded_model_dir()) if parsed.is_embedded else _resolve_folder(parsed.base)
         if parsed.adapter and not Path(parsed.adapter).expanduser().is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
-        loaded = _load(parsed, folder, torch_dtype)
+        loaded = _load(parsed, folder, torch_dtype, device)
         _REGISTRY[key] = loaded
         return loaded
 
 
-def _load(parsed: LocalModelSpec, folder: str, torch_dtype) -> LoadedModel:
+def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu") -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lms.chat_template import ensure_chat_template
 
-    logger.info("Loading local model %s from %s (%s)", parsed.spec, folder, torch_dtype)
+    logger.info("Loading local model %s from %s (%s on %s)", parsed.spec, folder, torch_dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     # safetensors only: a folder holding just a pickled checkpoint (pytorch_model.bin) is refused, never unpickled
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True)
@@ -288,12 +294,14 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype) -> LoadedModel:
             raise FileNotFoundError(f"Adapter folder {adapter} has no adapter_model.safetensors; only safetensors "
                                     "adapters are loaded (pickled adapter_model.bin files are refused).")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(device)
     model.eval()
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    return LoadedModel(spec=parsed, model=model, tokenizer=tokenizer, fingerprint=_fingerprint(folder, adapter))
+    return LoadedModel(spec=parsed, model=model, tokenizer=tokenizer, fingerprint=_fingerprint(folder, adapter),
+                       dtype=str(torch_dtype).removeprefix("torch."), device=device)
 
 
 def clear_registry() -> None:

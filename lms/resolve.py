@@ -8,6 +8,7 @@ are only read from environment variables named by ``api_key_env``; they are neve
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -21,8 +22,7 @@ from lms.model_store import DEFAULT_SPEC, is_local_spec, load_local_model, parse
 
 logger = logging.getLogger(__name__)
 
-_ENGINE_KWARGS = ("constrained_fields", "dtype", "batch_window_ms", "max_batch_size", "max_field_tokens",
-                  "default_max_tokens", "seed", "structured_output", "share_prefix")
+_ENGINE_KWARGS = tuple(name for name in inspect.signature(LocalEngine.__init__).parameters if name not in ("self", "model"))
 
 
 def load(spec: str = DEFAULT_SPEC, **kwargs: Any) -> dspy.LM:

@@ -129,13 +129,13 @@ def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
     import lms.local_engine
 
     seen = []
-    real = lms.constrained.rank_trie
+    real = lms.constrained.rank_beam
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lms.local_engine, "rank_trie", spy)
+    monkeypatch.setattr(lms.local_engine, "rank_beam", spy)
     lm = _lm(tiny_spec)
     msgs = [dspy.ChatAdapter().format(PickOccupation, demos=[], inputs={"history": h, "reason": "r"})
             for h in HISTORIES[:4]]
@@ -216,16 +216,16 @@ def test_cache_hit_skips_generation(tiny_spec):
     engine = lm._engine_spec
     with dspy.context(lm=lm):
         first = predict(history="cache me", reason="r")
-        calls = engine.stats["generate_calls"]
+        calls = engine.stats["requests"]
         second = predict(history="cache me", reason="r")
-    assert engine.stats["generate_calls"] == calls
+    assert engine.stats["requests"] == calls
     assert first.occupation == second.occupation
     nocache = _lm(tiny_spec, cache=False)
     with dspy.context(lm=nocache):
         predict(history="cache me", reason="r")
-        calls = nocache._engine_spec.stats["generate_calls"]
+        calls = nocache._engine_spec.stats["requests"]
         predict(history="cache me", reason="r")
-    assert nocache._engine_spec.stats["generate_calls"] > calls
+    assert nocache._engine_spec.stats["requests"] > calls
 
 
 def test_save_load_round_trip(tiny_spec, tmp_path):
@@ -287,3 +287,30 @@ def test_shrinking_loop_matches_hf_generate(tiny_model_dir):
     assert [r.token_ids for r in ours] == [r.token_ids for r in theirs]
     assert [r.text for r in ours] == [r.text for r in theirs]
     assert [r.output_tokens for r in ours] == [r.output_tokens for r in theirs]
+
+
+def test_ranked_choice_answers_the_top_option_and_keeps_the_ranking(tiny_spec):
+    lm = _lm(tiny_spec)
+    engine = lm._engine_spec
+    predict = dspy.Predict(PickOccupation)
+    with dspy.context(lm=lm):
+        out = predict(history=HISTORIES[2], reason="r")
+    msgs = dspy.ChatAdapter().format(PickOccupation, demos=[], inputs={"history": HISTORIES[2], "reason": "r"})
+    hits = engine.stats["rank_memo_hits"]
+    ranked = lms.rank_options(lm, msgs, "occupation", k=3)
+    assert engine.stats["rank_memo_hits"] == hits + 1  # no second search
+    assert out.occupation == ranked[0][0]
+    greedy = _lm(tiny_spec, choice_decoding="greedy")
+    with dspy.context(lm=greedy):
+        assert predict(history=HISTORIES[2], reason="r").occupation in OPTIONS
+    assert greedy._engine_spec.stats["rank_calls"] == 0
+
+
+def test_device_placement_on_cpu(tiny_spec):
+    lm = _lm(tiny_spec, device="cpu")
+    loaded = lm._engine_spec.loaded()
+    assert loaded.device == "cpu" and str(loaded.model.device) == "cpu" and loaded.dtype == "float32"
+    with dspy.context(lm=lm):
+        assert dspy.Predict(PickOccupation)(history="x", reason="r").occupation in OPTIONS
+    with pytest.raises(ValueError, match="ranking"):
+        _lm(tiny_spec, ranking="fast")

@@ -1,0 +1,54 @@
+"""Beam ranking against the exact ranking, and LM-head rows for constrained fields."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_lm_factory import OPTIONS
+
+from lms.constrained import OptionTrie, rank_beam, rank_trie
+from lms.generation import _head_logits
+from lms.local_engine import _terminators
+from lms.model_store import load_local_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_local_model(f"local:{tiny_model_dir}", dtype="float32")
+
+
+def _prompts(tok, n):
+    return [tok(f"<|user|>\nAge {20 + i} cashier then {OPTIONS[i % len(OPTIONS)]}\n<|assistant|>\n",
+                add_special_tokens=False)["input_ids"] for i in range(n)]
+
+
+def test_beam_ranking_equals_exact_ranking_on_a_tiny_trie(tiny):
+    tok = tiny.tokenizer
+    trie = OptionTrie(tok, OPTIONS, _terminators(tok))
+    prompts = _prompts(tok, 5)
+    wide = rank_beam(tiny.model, prompts, trie, k=len(OPTIONS), width=len(OPTIONS), pad=tok.pad_token_id)
+    narrow = rank_beam(tiny.model, prompts, trie, k=3, width=4, pad=tok.pad_token_id, max_rows=8)
+    for ids, beam, top3 in zip(prompts, wide, narrow, strict=True):
+        exact = rank_trie(tiny.model, ids, trie, len(OPTIONS))
+        assert [o for o, _ in beam] == [o for o, _ in exact]
+        assert [s for _, s in beam] == pytest.approx([s for _, s in exact], abs=1e-4)
+        exact_scores = dict(exact)
+        assert len(top3) == 3 and [s for _, s in top3] == sorted((s for _, s in top3), reverse=True)
+        for option, score in top3:  # a narrow beam may miss options, but scores what it finds exactly
+            assert score == pytest.approx(exact_scores[option], abs=1e-4)
+
+
+def test_constrained_head_rows_pick_the_same_token_as_the_full_head(tiny):
+    model = tiny.model
+    hidden = torch.randn(3, model.config.hidden_size)
+    allowed = [[5, 17, 42], None, [3]]
+    ours = _head_logits(model, hidden, allowed)
+    full = model.get_output_embeddings()(hidden).float()
+    for row, ids in enumerate(allowed):
+        if ids is None:
+            assert torch.allclose(ours[row], full[row], atol=1e-5)
+        else:
+            masked = torch.full_like(full[row], float("-inf"))
+            masked[ids] = full[row, ids]
+            assert int(ours[row].argmax()) == int(masked.argmax())
+            assert torch.allclose(ours[row, ids], full[row, ids], atol=1e-5)
