@@ -1,7 +1,7 @@
 """All speed benchmarks in one run, one combined table: ``python -m benchmarks [--only lm|train] [--quick]``.
 
-* ``lm`` -- LM inference throughput (:mod:`benchmarks.lm_throughput`): a naive one-``generate``-per-call engine vs the
-  batched, constrained ``lms`` local engine, on the same histories with the same two-step DSPy program.
+* ``lm`` -- LM decoding throughput (:mod:`benchmarks.lm_throughput`): transformers' batched ``generate`` vs the
+  ``lms`` engine's decoding loop at batch 32, on the same prompts.
 * ``train`` -- SFT training tokens/s (:mod:`finetune.benchmark`): the plain ``SFTTrainer`` configuration vs the fast
   path, each variant in its own process (so its peak RSS is its own).
 
@@ -16,8 +16,6 @@ minutes on a laptop CPU). ``--json PATH`` also writes the raw results.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import math
@@ -33,9 +31,9 @@ logger = logging.getLogger(__name__)
 
 BENCHES = ("train", "lm")
 COLUMNS = ("benchmark", "variant", "tokens/s", "items/s", "wall s", "peak RSS MB", "peak GPU MB", "speed-up")
-BASELINES = {"lm": "naive", "train": "plain"}
+BASELINES = {"lm": "hf_generate", "train": "plain"}
 SIZES = {  # (quick, full)
-    "lm_n": (8, 64), "lm_naive_n": (4, 16), "lm_threads": (8, 32), "lm_max_tokens": (64, 128),
+    "lm_n": (8, 64), "lm_threads": (8, 16), "lm_new_tokens": (8, 32),
     "train_steps": (2, 3), "train_batch": (2, 4), "train_max_length": (512, 1024),
 }
 
@@ -60,42 +58,25 @@ def _gpu_peak_mb() -> float | None:
 
 
 # ---------------------------------------------------------------------- the two benchmarks
-def measure_lm(*, n: int, naive_n: int, threads: int, max_tokens: int, spec: str = "local:gemma-3-270m",
-               histories: str | None = None) -> dict[str, Any]:
-    """Runs :mod:`benchmarks.lm_throughput`'s naive engine (A) and local engine (B) on the same histories.
+def measure_lm(*, n: int, threads: int, new_tokens: int, spec: str = "local:gemma-3-270m") -> dict[str, Any]:
+    """Runs :func:`benchmarks.lm_throughput.run` and returns its batch-32 decode speeds as two rows.
 
     Returns:
-        ``{"variants": {"naive": {...}, "engine": {...}}}``; each variant has ``tok_per_s``, ``pred_per_s``,
-        ``wall_s``, ``peak_rss_mb`` (as the module's ``run`` reports them). When the module lacks the building blocks
-        (``load_histories``, ``NaiveEngine``, ``run``) its ``main`` runs with the same sizes and its printed table is
-        returned as ``{"raw": text}``.
+        ``{"variants": {"hf_generate": {...}, "engine": {...}}, "raw": <lm_throughput result>}``; each variant has
+        ``tok_per_s`` (decode tokens/s at batch 32), ``pred_per_s`` (two-step predictions/s for the engine),
+        ``wall_s`` and ``peak_rss_mb``.
     """
-    from benchmarks import lm_throughput as mod
+    from benchmarks import lm_throughput
 
-    if not all(hasattr(mod, name) for name in ("load_histories", "NaiveEngine", "run")):
-        argv = ["--n", str(n), "--naive-n", str(naive_n), "--threads", str(threads), "--max-tokens", str(max_tokens),
-                "--spec", spec] + (["--histories", histories] if histories else [])
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            mod.main(argv)
-        return {"variants": {}, "raw": buf.getvalue()}
-
-    import dspy
-    import pandas as pd
-
-    import lms
-
-    data = Path(getattr(mod, "DATA", os.environ.get("NEXTOCC_DATA_DIR", "/work/shared/data")))
-    titles = pd.read_csv(data / "onet" / "Occupation Data.txt", sep="\t")["Title"].tolist()
-    texts = mod.load_histories(histories, n)
-    naive = dspy.LM(f"local/{spec.split(':', 1)[-1]}-naive", engine=mod.NaiveEngine(spec, max_tokens), cache=False,
-                    temperature=0.0, max_tokens=max_tokens)
-    a = mod.run(naive, texts[:naive_n], set(titles), threads=threads)
-    local = lms.load(spec, constrained_fields={"occupation": titles}, cache=False, max_tokens=max_tokens,
-                     max_batch_size=threads, batch_window_ms=50)
-    b = mod.run(local, texts, set(titles), threads=threads)
-    return {"variants": {"naive": a, "engine": b}, "n": len(texts), "naive_n": min(naive_n, len(texts)),
-            "peak_gpu_mb": _gpu_peak_mb()}
+    start = time.perf_counter()
+    result = lm_throughput.run(n=n, new_tokens=new_tokens, threads=threads, model=spec)
+    wall = round(time.perf_counter() - start, 1)
+    return {"variants": {
+        "hf_generate": {"tok_per_s": result["hf_generate_tok_s"]["32"], "pred_per_s": None, "wall_s": wall,
+                        "peak_rss_mb": result["peak_rss_mb"]},
+        "engine": {"tok_per_s": result["engine_tok_s"]["32"], "pred_per_s": result["predictions_per_s"]["two_step"],
+                   "wall_s": wall, "peak_rss_mb": result["peak_rss_mb"]}},
+        "raw": result, "peak_gpu_mb": _gpu_peak_mb()}
 
 
 def measure_train(*, steps: int, batch: int, max_length: int, base: str = "local:gemma-3-270m",
@@ -190,7 +171,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------- entry point
 def run_benchmarks(only: str | None = None, quick: bool = False, *, spec: str = "local:gemma-3-270m",
-                   out_dir: str = "runs/benchmark", histories: str | None = None, train_data: str | None = None,
+                   out_dir: str = "runs/benchmark", train_data: str | None = None,
                    lm_fn: Callable[..., dict] | None = None, train_fn: Callable[..., dict] | None = None
                    ) -> dict[str, Any]:
     """Runs the selected benchmarks (training first: its variants run in subprocesses) and returns their results.
@@ -213,9 +194,8 @@ def run_benchmarks(only: str | None = None, quick: bool = False, *, spec: str = 
                                           max_length=_size("train_max_length", quick), base=spec,
                                           out_dir=out_dir, data=train_data)
             else:
-                results[bench] = lm_fn(n=_size("lm_n", quick), naive_n=_size("lm_naive_n", quick),
-                                       threads=_size("lm_threads", quick), max_tokens=_size("lm_max_tokens", quick),
-                                       spec=spec, histories=histories)
+                results[bench] = lm_fn(n=_size("lm_n", quick), threads=_size("lm_threads", quick),
+                                       new_tokens=_size("lm_new_tokens", quick), spec=spec)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the other
             logger.exception("benchmark %s failed", bench)
             results[bench] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -229,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=BENCHES, default=None, help="Run one benchmark only (default: both).")
     parser.add_argument("--quick", action="store_true", help="Small sizes (a few minutes on a laptop CPU).")
     parser.add_argument("--spec", default="local:gemma-3-270m", help="Model spec of both benchmarks.")
-    parser.add_argument("--histories", default=None, help="LM benchmark: JSONL with a 'history' per line.")
     parser.add_argument("--train_data", default=None, help="Train benchmark: a TRL prompt/completion JSONL.")
     parser.add_argument("--out", default="runs/benchmark", help="Scratch folder of the training benchmark.")
     parser.add_argument("--json", default=None, help="Also write the raw results to this JSON file.")
@@ -237,8 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    results = run_benchmarks(args.only, args.quick, spec=args.spec, out_dir=args.out, histories=args.histories,
-                             train_data=args.train_data)
+    results = run_benchmarks(args.only, args.quick, spec=args.spec, out_dir=args.out, train_data=args.train_data)
     rows = assemble_rows(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,242 +1,244 @@
-"""Throughput of the local LM runtime: a naive one-generate-per-call wrapper (A) vs ``lms.LocalEngine`` (B).
+"""Speed of the local LM runtime against this machine's own limit, in one run.
 
-Both run the same two-step DSPy program (history -> reason; history, reason -> occupation) with the ChatAdapter
-(no JSON fallback) on the embedded Gemma 3 270M, greedy, on N career histories, in one process:
+Measures, on the embedded Gemma 3 270M (or ``--model``) with the dtype the machine's rule picks (``--dtype``):
 
-* A: a minimal engine that renders the chat template and calls ``model.generate`` once per DSPy call (serialized,
-  no batching, no cache, no constraints, free-form output).
-* B: ``lms.load("local:gemma-3-270m", constrained_fields={"occupation": O*NET titles}, cache=False)`` -- batched,
-  field-by-field structured output, O*NET-constrained occupation.
+* ``matmul_gflops`` and ``floor_tok_s`` per batch size: every linear layer's matmul of one decoding step timed at
+  that batch size (attention over the context and norms excluded), so the floor is the model's own arithmetic at
+  the measured matmul rate;
+* ``hf_generate_tok_s``: transformers' own batched ``generate`` (greedy, same prompts), and ``engine_tok_s``: the
+  engine's decoding loop, each as decode tokens/s (prefill timed separately and taken out), batch sizes 1, 8, 32;
+* ``rank_s_per_prediction``: beam ranking of the O*NET titles, 16 prompts at once (the exact search for a few);
+* ``predictions_per_s`` for the ``two_step`` and ``joint`` programs on NLSY79 dev histories (16 threads);
+* ``peak_rss_mb``.
 
-Usage: ``python -m benchmarks.lm_throughput [--n 64] [--naive-n N] [--histories path.jsonl] [--threads 32]``.
-Histories: a JSONL file with a ``history`` string per line, or built from the NLSY79 person-year file.
+Usage: ``python -m benchmarks.lm_throughput --out DIR [--n 64] [--new_tokens 32] [--agreement 0]``.
+``--agreement N`` also ranks N dev prompts with both the exact search and the beam and reports how often they agree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events  # noqa: E402
 
 import lms  # noqa: E402
-from lms.chat_template import end_of_turn_ids, render_prompt, request_messages  # noqa: E402
-from lms.model_store import load_local_model  # noqa: E402
+from lms.chat_template import render_prompt  # noqa: E402
+from lms.constrained import rank_trie  # noqa: E402
+from lms.generation import Segment, generate_segments  # noqa: E402
+from lms.hardware import cpu_info, gpu_info, matmul_gflops  # noqa: E402
 
-DATA = Path(os.environ.get("NEXTOCC_DATA_DIR", "/work/shared/data"))
-
-
-class Reason(dspy.Signature):
-    """Given a person's career history, explain what their next occupation is likely to be and why."""
-
-    history: str = dspy.InputField()
-    reason: str = dspy.OutputField()
+logger = logging.getLogger(__name__)
+BATCHES = (1, 8, 32)
 
 
-class Occupation(dspy.Signature):
-    """Given a person's career history and a reason, name their next occupation (an O*NET occupation title)."""
-
-    history: str = dspy.InputField()
-    reason: str = dspy.InputField()
-    occupation: str = dspy.OutputField()
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-class TwoStep(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        adapter = dspy.ChatAdapter(use_json_adapter_fallback=False)
-        self.reason, self.occupation, self.adapter = dspy.Predict(Reason), dspy.Predict(Occupation), adapter
-
-    def forward(self, history: str):
-        with dspy.context(adapter=self.adapter):
-            reason = self.reason(history=history).reason
-            return self.occupation(history=history, reason=reason)
-
-
-class NaiveEngine:
-    """Baseline: one ``model.generate`` per DSPy call, serialized, greedy, no stop handling beyond end of turn."""
-
-    def __init__(self, spec: str = "local:gemma-3-270m", max_new_tokens: int = 128):
-        self.loaded = load_local_model(spec)
-        self.max_new_tokens, self.lock, self.tokens = max_new_tokens, threading.Lock(), 0
-
-    def complete(self, request):
-        tok, model = self.loaded.tokenizer, self.loaded.model
-        prompt = render_prompt(tok, request_messages(request))
-        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
-        with self.lock, torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                 eos_token_id=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
-        new = out[0, ids["input_ids"].shape[1]:]
-        self.tokens += int(new.shape[0])
-        text = tok.decode(new, skip_special_tokens=True)
-        return Response(id=None, model=request.model, message=Message.assistant([TextPart(text)]), finish_reason="stop",
-                        usage=Usage(input_tokens=int(ids["input_ids"].shape[1]), output_tokens=int(new.shape[0])))
-
-    def stream(self, request):
-        return response_to_events(self.complete(request))
-
-    def close(self):
-        pass
-
-
-def load_histories(path: str | None, n: int) -> list[str]:
-    """Histories from a JSONL file (``history`` field) or built from the NLSY79 person-year occupations."""
-    if path:
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        return [row["history"] for row in rows][:n]
-    df = pd.read_csv(DATA / "nlsy79" / "nlsy79_person_year_occ1980.csv.gz",
-                     usecols=["person_id", "survey_year", "age_at_survey_year", "hgc", "occ_title"])
-    df = df.dropna(subset=["occ_title"]).sort_values(["person_id", "survey_year"])
-    histories = []
-    for _, person in df.groupby("person_id", sort=True):
-        jobs, last = [], None
-        for row in person.itertuples():
-            if row.occ_title != last:
-                jobs.append(f"Age {row.age_at_survey_year} ({int(row.survey_year)}): {row.occ_title}")
-                last = row.occ_title
-        if len(jobs) >= 4:
-            hgc = person["hgc"].dropna()
-            education = f"Highest grade completed: {int(hgc.iloc[-1])}.\n" if len(hgc) else ""
-            histories.append(education + "\n".join(jobs[:-1][:6]))
-        if len(histories) >= n:
-            break
-    return histories
-
-
-def run(lm: dspy.LM, histories: list[str], titles: set[str], threads: int) -> dict:
-    program = TwoStep()
-    results: list = [None] * len(histories)
-
-    def one(i: int):
-        with dspy.context(lm=lm):
-            try:
-                results[i] = program(history=histories[i]).occupation
-            except Exception as exc:  # noqa: BLE001 - a parse failure counts as a failed prediction
-                results[i] = exc
-
+def _timed(fn) -> float:
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, range(len(histories))))
-    wall = time.perf_counter() - start
-    parsed = [r for r in results if isinstance(r, str)]
-    output_tokens = sum((h.get("usage") or {}).get("completion_tokens", 0) or 0 for h in lm.history)
-    return {"n": len(histories), "wall_s": wall, "pred_per_s": len(histories) / wall,
-            "lm_calls": len(lm.history), "calls_per_s": len(lm.history) / wall,
-            "tok_per_s": output_tokens / wall, "output_tokens": output_tokens,
-            "parse_ok": len(parsed) / len(histories), "valid_title": sum(r in titles for r in parsed) / len(histories),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "examples": [str(r)[:80] for r in results[:3]]}
+    fn()
+    return time.perf_counter() - start
 
 
-def decode_speed(spec: str, histories: list[str], prompt_tokens: int = 380, new_tokens: int = 100,
-                 batch: int = 16) -> dict:
-    """Raw decoding speed on ~``prompt_tokens``-token prompts with exactly ``new_tokens`` new tokens (no stops).
+def floor_tok_s(model: Any, batch: int, repeats: int = 3) -> float:
+    """Decode tokens/s if a step cost only its linear layers' matmuls, timed at this batch size."""
+    shapes: dict[tuple[int, int], int] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
+            key = (module.in_features, module.out_features)
+            shapes[key] = shapes.get(key, 0) + 1
+    head = model.get_output_embeddings().weight
+    shapes[(head.shape[1], head.shape[0])] = shapes.get((head.shape[1], head.shape[0]), 0) + 1
+    dtype, device = head.dtype, head.device
+    total = 0.0
+    with torch.inference_mode():
+        for (fan_in, fan_out), count in shapes.items():
+            x = torch.randn(batch, fan_in, dtype=dtype, device=device)
+            w = torch.randn(fan_out, fan_in, dtype=dtype, device=device)
+            x @ w.T
+            best = min(_timed(lambda x=x, w=w: x @ w.T) for _ in range(repeats))
+            total += best * count
+    return round(batch / total, 1)
 
-    Measures, in one process: ``hf_single`` -- transformers ``model.generate`` on one prompt (the reference figure);
-    ``engine_single`` -- the engine's decoding loop (:func:`lms.generation.generate_segments`) on the same prompt;
-    ``engine_batch`` -- the same loop on ``batch`` prompts at once (aggregate tokens/s). ``tok_per_s`` counts new
-    tokens over the whole call (prefill included); ``decode_tok_per_s`` subtracts the measured prefill time.
-    """
-    from lms.generation import Segment, generate_segments
 
-    loaded = load_local_model(spec)
-    tok, model = loaded.tokenizer, loaded.model
-    prompts = []
-    for history in histories[:batch]:
-        text = render_prompt(tok, [{"role": "user", "content": "Career history:\n" + history * 8}])
-        ids = tok(text, add_special_tokens=False)["input_ids"][:prompt_tokens]
-        prompts.append(tok.decode(ids))
+def _prompts(tokenizer: Any, histories: list[str], batch: int) -> list[str]:
+    rows = [histories[i % len(histories)] for i in range(batch)]
+    return [render_prompt(tokenizer, [{"role": "user", "content": f"Career history:\n{h}\n\nWhat is this person's "
+                                                                    "next occupation, and why?"}]) for h in rows]
 
-    def timed(fn):
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
 
-    def hf(n_new):
-        ids = tok(prompts[0], return_tensors="pt", add_special_tokens=False)
-        with torch.inference_mode():
-            model.generate(**ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
-                           pad_token_id=tok.pad_token_id)
+def decode_speeds(loaded: Any, histories: list[str], new_tokens: int) -> dict[str, dict[str, float]]:
+    """Decode tokens/s of HF ``generate`` and of the engine loop (prefill taken out) per batch size."""
+    model, tok = loaded.model, loaded.tokenizer
+    out: dict[str, dict[str, float]] = {"hf_generate_tok_s": {}, "engine_tok_s": {}, "prefill_tok_s": {}}
+    for batch in BATCHES:
+        prompts = _prompts(tok, histories, batch)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
 
-    def engine(rows, n_new):
-        segments = [Segment(prompt=p, max_new_tokens=n_new) for p in prompts[:rows]]
-        generate_segments(model, tok, segments, end_ids=[])
+        def hf(n, enc=enc):
+            with torch.inference_mode():
+                model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                               pad_token_id=tok.pad_token_id)
 
-    out = {}
-    hf(2)  # warm-up
-    for name, run_fn, rows in (("hf_single", lambda n: hf(n), 1), ("engine_single", lambda n: engine(1, n), 1),
-                               ("engine_batch", lambda n: engine(len(prompts), n), len(prompts))):
-        prefill = timed(lambda: run_fn(1))
-        total = timed(lambda: run_fn(new_tokens))
-        out[name] = {"rows": rows, "seconds": round(total, 2), "prefill_s": round(prefill, 2),
-                     "tok_per_s": round(rows * new_tokens / total, 1),
-                     "decode_tok_per_s": round(rows * (new_tokens - 1) / max(total - prefill, 1e-9), 1)}
+        def engine(n, prompts=prompts):
+            segments = [Segment(prompt=p, max_new_tokens=n) for p in prompts]
+            generate_segments(model, tok, segments, [], share_prefix=True)
+
+        for key, fn in (("hf_generate_tok_s", hf), ("engine_tok_s", engine)):
+            fn(2)  # warm-up
+            first, full = _timed(lambda fn=fn: fn(1)), _timed(lambda fn=fn: fn(new_tokens))
+            out[key][str(batch)] = round(batch * (new_tokens - 1) / max(full - first, 1e-9), 1)
+            if key == "engine_tok_s":
+                prompt_tokens = int(enc["attention_mask"].sum())
+                out["prefill_tok_s"][str(batch)] = round(prompt_tokens / max(first, 1e-9), 1)
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="histories for the local engine (B)")
-    parser.add_argument("--naive-n", type=int, default=None, help="histories for the naive baseline (A); default --n")
-    parser.add_argument("--histories", default=None, help="JSONL file with a 'history' field per line")
-    parser.add_argument("--threads", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=128, help="per-call token budget (both)")
-    parser.add_argument("--spec", default="local:gemma-3-270m")
-    parser.add_argument("--decode-batch", type=int, default=16, help="rows of the raw batched-decoding measurement")
-    parser.add_argument("--decode-only", action="store_true", help="only the raw decoding table")
+def dev_histories(n: int, seed: int = 0) -> list[Any]:
+    """``n`` NLSY79 dev examples, one per person, seeded."""
+    from careers.datasets import load_dataset
+    from careers.splits import sample_per_person
+
+    return sample_per_person(load_dataset("nlsy79", seed=seed).dev, n, seed)
+
+
+def ranking(lm: dspy.LM, examples: list[Any], agreement: int) -> dict[str, Any]:
+    """Beam ranking time per prediction (16 prompts at once) and, for ``agreement`` prompts, agreement with the
+    exact search."""
+    from programs import NextOccupation
+
+    engine = lm._engine_spec
+    program = NextOccupation("direct", lm=lm)
+    loaded = engine.loaded(lm.model)
+    trie = engine.trie(loaded, tuple(program.taxonomy.titles))
+    prompts = []
+    for ex in examples[: max(16, agreement)]:
+        messages = dspy.ChatAdapter().format(program.predictor.signature, [], {"history": ex.history})
+        _, ids, _ = engine.field_prefix(lm.model, messages, "occupation")
+        prompts.append(ids)
+    engine._ranked.clear()
+    beam_s = _timed(lambda: engine._rank_ids(loaded, prompts[:16], trie, 5)) / len(prompts[:16])
+    out: dict[str, Any] = {"rank_s_per_prediction": round(beam_s, 3), "rank_width": engine.rank_width}
+    if agreement:
+        engine._ranked.clear()
+        start = time.perf_counter()
+        beams = [r for i in range(0, agreement, 16) for r in engine._rank_ids(loaded, prompts[i:i + 16], trie, 5)]
+        beam_total = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            exact = [rank_trie(loaded.model, ids, trie, 5) for ids in prompts[:agreement]]
+        exact_total = time.perf_counter() - start
+        top1 = sum(b[0][0] == e[0][0] for b, e in zip(beams, exact, strict=True)) / agreement
+        overlap = sum(len({o for o, _ in b} & {o for o, _ in e}) / 5 for b, e in zip(beams, exact, strict=True))
+        out.update(agreement_n=agreement, top1_agreement=round(top1, 4), top5_overlap=round(overlap / agreement, 4),
+                   exact_s_per_prediction=round(exact_total / agreement, 3),
+                   beam_s_per_prediction_agreement_run=round(beam_total / agreement, 3))
+    return out
+
+
+def program_speed(lm: dspy.LM, examples: list[Any], threads: int) -> dict[str, float]:
+    """Predictions/s of the two-step and joint programs over the examples (``threads`` concurrent calls)."""
+    from programs import NextOccupation
+
+    out = {}
+    for mode in ("two_step", "joint"):
+        program = NextOccupation(mode, lm=lm)
+        with ThreadPoolExecutor(threads) as pool:
+            start = time.perf_counter()
+            preds = list(pool.map(lambda ex, p=program: p(ex.history), examples))
+            elapsed = time.perf_counter() - start
+        valid = sum(bool(p.onet_code) for p in preds) / len(preds)
+        out[mode] = {"predictions_per_s": round(len(preds) / elapsed, 3), "wall_s": round(elapsed, 1),
+                     "valid_title_rate": round(valid, 3)}
+    return out
+
+
+def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None = None, threads: int = 16,
+        model: str = lms.DEFAULT_SPEC) -> dict[str, Any]:
+    """All measurements of the module docstring; returns the results dict."""
+    torch.manual_seed(0)
+    lm = lms.load(model, dtype=dtype, constrained_fields={"occupation": _titles()}, cache=False)
+    loaded = lm._engine_spec.loaded(lm.model)
+    examples = dev_histories(max(n, agreement))
+    histories = [ex.history for ex in examples]
+    result: dict[str, Any] = {"cpu": cpu_info(), "gpu": gpu_info(), "device": loaded.device, "dtype": loaded.dtype,
+                              "torch_threads": torch.get_num_threads(),
+                              "matmul_gflops": round(matmul_gflops(loaded.dtype, size=1024, seconds=1.0,
+                                                                   device=loaded.device), 1)}
+    result["floor_tok_s"] = {str(b): floor_tok_s(loaded.model, b) for b in BATCHES}
+    result.update(decode_speeds(loaded, histories, new_tokens))
+    result.update(ranking(lm, examples, agreement))
+    result["programs"] = program_speed(lm, examples[:n], threads)
+    result["predictions_per_s"] = {m: v["predictions_per_s"] for m, v in result["programs"].items()}
+    result["engine_vs_floor_32"] = round(result["engine_tok_s"]["32"] / result["floor_tok_s"]["32"], 3)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["new_tokens"], result["n"] = new_tokens, n
+    return result
+
+
+def _titles() -> list[str]:
+    from careers.onet import OnetTaxonomy
+
+    return OnetTaxonomy.load().titles
+
+
+def table(result: dict[str, Any]) -> str:
+    """The printed table."""
+    cpu = result["cpu"]
+    lines = [f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}; torch {cpu['torch_capability']}); "
+             f"device {result['device']}, dtype {result['dtype']}, {result['torch_threads']} threads; "
+             f"matmul {result['matmul_gflops']} GFLOP/s",
+             "", f"{'batch':>6}{'floor tok/s':>13}{'HF generate':>13}{'engine':>9}{'engine/floor':>14}"
+             f"{'engine/HF':>11}{'prefill tok/s':>15}"]
+    for b in map(str, BATCHES):
+        floor, hf, eng = result["floor_tok_s"][b], result["hf_generate_tok_s"][b], result["engine_tok_s"][b]
+        lines.append(f"{b:>6}{floor:>13}{hf:>13}{eng:>9}{eng / floor:>14.2f}{eng / hf:>11.2f}"
+                     f"{result['prefill_tok_s'][b]:>15}")
+    lines += ["", f"rank s/prediction (beam, 16 at once): {result['rank_s_per_prediction']}"]
+    if "top1_agreement" in result:
+        lines.append(f"beam vs exact on {result['agreement_n']} dev prompts: top-1 {result['top1_agreement']:.1%}, "
+                     f"top-5 overlap {result['top5_overlap']:.1%}; exact {result['exact_s_per_prediction']} s/prediction")
+    for mode, v in result["programs"].items():
+        lines.append(f"{mode}: {v['predictions_per_s']} predictions/s ({result['n']} NLSY79 dev histories, "
+                     f"{v['wall_s']} s, valid titles {v['valid_title_rate']:.0%})")
+    lines.append(f"peak RSS: {result['peak_rss_mb']} MB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/benchmarks/lm_throughput", help="Folder for lm_throughput.json.")
+    parser.add_argument("--n", type=int, default=64, help="NLSY79 dev histories for the program speeds.")
+    parser.add_argument("--new_tokens", type=int, default=32, help="Tokens decoded per row in the decode speeds.")
+    parser.add_argument("--agreement", type=int, default=0, help="Dev prompts ranked exactly and by beam (0: skip).")
+    parser.add_argument("--threads", type=int, default=16, help="Concurrent program calls.")
+    parser.add_argument("--dtype", default=None, help="Compute dtype (default: the machine's rule).")
+    parser.add_argument("--model", default=lms.DEFAULT_SPEC, help="Local model spec.")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    titles = pd.read_csv(DATA / "onet" / "Occupation Data.txt", sep="\t")["Title"].tolist()
-    histories = load_histories(args.histories, args.n)
-    speed = decode_speed(args.spec, histories, batch=args.decode_batch)
-    print("\nRaw decoding (380-token prompt, 100 new tokens, greedy, no stops)")
-    print(f"{'variant':<16}{'rows':>6}{'tok/s':>10}{'decode tok/s':>14}{'prefill s':>11}{'wall s':>9}")
-    for name, r in speed.items():
-        print(f"{name:<16}{r['rows']:>6}{r['tok_per_s']:>10}{r['decode_tok_per_s']:>14}{r['prefill_s']:>11}"
-              f"{r['seconds']:>9}")
-    print(flush=True)
-    if args.decode_only:
-        return
-    naive_n = args.naive_n or len(histories)
-    print(f"{len(histories)} histories (naive baseline on {naive_n}); model {args.spec}; max_tokens {args.max_tokens}",
-          flush=True)
-
-    naive = dspy.LM(f"local/{args.spec[len('local:'):]}-naive", engine=NaiveEngine(args.spec, args.max_tokens),
-                    cache=False, temperature=0.0, max_tokens=args.max_tokens)
-    a = run(naive, histories[:naive_n], set(titles), threads=args.threads)
-    print("A done", json.dumps(a), flush=True)
-    local = lms.load(args.spec, constrained_fields={"occupation": titles}, cache=False, max_tokens=args.max_tokens,
-                     max_batch_size=args.threads, batch_window_ms=50)
-    b = run(local, histories, set(titles), threads=args.threads)
-    print("B done", json.dumps(b), flush=True)
-    print(f"B engine stats: {local._engine_spec.stats}")
-    print("Note: a prediction whose first step fails to parse makes one LM call instead of two.")
-
-    header = f"{'metric':<22}{'A naive':>14}{'B engine':>14}{'B/A':>10}"
-    print("\n" + header + "\n" + "-" * len(header))
-    for key, label, fmt in [("pred_per_s", "predictions/s", "{:.3f}"), ("calls_per_s", "LM calls/s", "{:.3f}"),
-                            ("tok_per_s", "generated tok/s", "{:.1f}"),
-                            ("parse_ok", "parse success", "{:.1%}"), ("valid_title", "valid O*NET title", "{:.1%}"),
-                            ("peak_rss_mb", "peak RSS (MB, cum.)", "{:.0f}"), ("wall_s", "wall (s)", "{:.1f}"),
-                            ("lm_calls", "LM calls", "{}"), ("n", "histories", "{}")]:
-        ratio = f"{b[key] / a[key]:.2f}" if key in ("pred_per_s", "calls_per_s", "tok_per_s") and a[key] else ""
-        print(f"{label:<22}{fmt.format(a[key]):>14}{fmt.format(b[key]):>14}{ratio:>10}")
-    sys.stdout.flush()
+    if args.n < 1 or args.new_tokens < 2 or args.agreement < 0:
+        parser.error("--n must be >= 1, --new_tokens >= 2 and --agreement >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = run(args.n, args.new_tokens, args.agreement, args.dtype, args.threads, args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lm_throughput.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(table(result))
+    print(f"\nwrote {out / 'lm_throughput.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

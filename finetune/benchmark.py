@@ -5,7 +5,8 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
 
 * ``plain`` -- stock ``SFTTrainer`` loss (TRL's LM head on every position), fp32, random batches (CPU-safe defaults).
 * ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever.
-* ``fast`` -- the default path: completion-only LM head + bf16 autocast + length-grouped batches.
+* ``fast`` -- the default path: completion-only LM head + the machine's dtype rule (bf16 autocast only where the
+  hardware computes bf16 natively and faster) + length-grouped batches.
 
 The first step of each variant is a warm-up and is not timed. Run it under ``flock /tmp/nextocc_heavy.lock``
 on shared machines.

@@ -55,7 +55,7 @@ class DistillConfig:
     eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every this many steps (None: once per epoch)."})
     save_steps: int = field(default=50, metadata={"help": "Write a resumable checkpoint-* every this many steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints per stage."})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: on for the fast path and on GPUs, off for --plain on CPU)."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: the machine's dtype rule -- on where the CPU or GPU computes bf16 natively and faster; NEXTOCC_DTYPE overrides)."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Gradient checkpointing (None: on for CUDA, off on CPU)."})
     use_cpu: bool | None = field(default=None, metadata={"help": "Force CPU training (None: CPU when no accelerator is visible)."})
     plain: bool = field(default=False, metadata={"help": "Baseline: stock SFTTrainer loss (LM head on every position), no length grouping."})

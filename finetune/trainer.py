@@ -7,7 +7,7 @@ Fast path (default) vs ``plain``:
   ``SFTTrainer`` projects every prompt token through the head and then masks it. :func:`add_completion_head`
   patches the model so that, with ``completion_head=True``, the backbone's hidden states are sliced to the
   completion positions *before* ``lm_head``; the loss is the same token-mean cross-entropy.
-* **bf16 autocast** on CPU (TRL's default precision; the plain baseline runs the CPU-safe fp32).
+* **bf16 autocast** where the hardware computes bf16 natively and faster (:func:`device_defaults`); fp32 elsewhere.
 * **Length-grouped batches** (``train_sampling_strategy="group_by_length"``) to cut padding. TRL's ``padding_free``
   needs FlashAttention and is not used on CPU; on a GPU with flash-attn, ``packing`` can be set through TRL.
 """
@@ -43,16 +43,20 @@ def accelerator_available() -> bool:
 def device_defaults(config: Any, plain: bool | None = None) -> dict[str, Any]:
     """CPU-safe precision/checkpointing flags resolved from a config's ``None`` (auto) values.
 
-    TRL's configs default to ``bf16=True`` and ``gradient_checkpointing=True`` (GPU defaults). On CPU the plain
-    baseline runs fp32 without checkpointing; the fast path uses bf16 autocast (measured faster on CPU).
+    TRL's configs default to ``bf16=True`` and ``gradient_checkpointing=True`` (GPU defaults). bf16 autocast follows
+    the runtime's dtype rule (:func:`lms.hardware.resolve_dtype`, ``$NEXTOCC_DTYPE``): on a CPU only where it computes
+    bf16 natively and faster (elsewhere bf16 runs 2-4x slower than fp32), on a GPU where it supports bf16. No
+    gradient checkpointing on CPU.
     """
+    from lms.hardware import resolve_dtype
+
     plain = config.plain if plain is None else plain
     gpu = accelerator_available()
     use_cpu = (not gpu) if config.use_cpu is None else config.use_cpu
     on_cpu = use_cpu or not gpu
     bf16 = config.bf16
     if bf16 is None:
-        bf16 = (not plain) if on_cpu else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        bf16 = resolve_dtype(None, "cpu" if on_cpu else "cuda") == "bfloat16"
     gc = config.gradient_checkpointing
     if gc is None:
         gc = not on_cpu

@@ -355,6 +355,7 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
     from transformers import DynamicCache
 
     from lms.generation import encode_ids
+    from lms.progress import count_tokens
 
     device = model.device
     terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
@@ -367,6 +368,7 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
     hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
                   use_cache=True).last_hidden_state[:, -1]
     logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+    count_tokens(int(mask[:, start:].sum()))
     next_pos = positions[:, -1] + 1
     finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
     # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
@@ -381,6 +383,7 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
         hidden = body(input_ids=tokens, attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
                       use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
+        count_tokens(len(beams))
         logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
         beams = _expand([(score, p, row, node, None) for row, (score, p, _, node, _) in enumerate(beams)], logprobs,
                         terminators, finished, k, width)

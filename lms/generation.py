@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from lms.constrained import RowConstraintsProcessor, TrieConstraint
+from lms.progress import count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, samplin
     body = model.get_decoder()
     hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
                   use_cache=True).last_hidden_state[:, -1]
+    count_tokens(int(mask[:, start:].sum()))
     next_pos = positions[:, -1] + 1
     active = list(range(len(segments)))
     generated: list[list[int]] = [[] for _ in segments]
@@ -272,6 +274,7 @@ def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, samplin
             if banned is not None and (tokens := banned(generated[row])):
                 logits[i, tokens] = float("-inf")
         tokens = _pick(logits, sampling)
+        count_tokens(len(active))
         keep = []
         for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
             generated[row].append(token)

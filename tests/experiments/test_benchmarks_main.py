@@ -9,7 +9,7 @@ import pytest
 import benchmarks.__main__ as bm
 
 LM_RESULT = {"variants": {
-    "naive": {"tok_per_s": 10.0, "pred_per_s": 0.5, "wall_s": 8.0, "peak_rss_mb": 900.0},
+    "hf_generate": {"tok_per_s": 10.0, "pred_per_s": 0.5, "wall_s": 8.0, "peak_rss_mb": 900.0},
     "engine": {"tok_per_s": 35.0, "pred_per_s": 2.0, "wall_s": 4.0, "peak_rss_mb": 1200.0}}}
 TRAIN_RESULT = {"steps": 2, "variants": {
     "plain": {"tokens_per_s": 100.0, "s_per_step": 4.0, "peak_rss_mb": 3000.0, "bf16": False},
@@ -21,7 +21,7 @@ def test_assemble_rows_and_ratios():
     rows = bm.assemble_rows({"lm": LM_RESULT, "train": TRAIN_RESULT})
     by = {(r["benchmark"], r["variant"]): r for r in rows}
     assert [r["benchmark"] for r in rows] == ["train", "train", "lm", "lm"]
-    assert by["lm", "naive"]["speed-up"] == 1.0 and by["lm", "engine"]["speed-up"] == 3.5
+    assert by["lm", "hf_generate"]["speed-up"] == 1.0 and by["lm", "engine"]["speed-up"] == 3.5
     assert by["train", "fast"]["speed-up"] == 2.5 and by["train", "fast"]["items/s"] == pytest.approx(1 / 1.6)
     assert by["train", "plain"]["wall s"] == 4.0 and by["lm", "engine"]["peak RSS MB"] == 1200.0
     table = bm.format_table(rows)

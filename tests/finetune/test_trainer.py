@@ -27,11 +27,15 @@ def _batch_loss(trainer, batch) -> float:
         return float(trainer.compute_loss(trainer.model, dict(batch)))
 
 
-def test_cpu_safe_defaults(tmp_path):
+def test_cpu_safe_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXTOCC_DTYPE", "float32")  # the machine's rule on a CPU without native bf16
     fast = build_sft_config(_config(), tmp_path, has_eval=False)
     plain = build_sft_config(_config(plain=True), tmp_path, has_eval=False)
-    assert fast.use_cpu and not fast.gradient_checkpointing and fast.bf16
+    assert fast.use_cpu and not fast.gradient_checkpointing and not fast.bf16
     assert plain.use_cpu and not plain.gradient_checkpointing and not plain.bf16
+    monkeypatch.setenv("NEXTOCC_DTYPE", "bfloat16")  # ... and on one with native bf16
+    assert build_sft_config(_config(), tmp_path, has_eval=False).bf16
+    assert not build_sft_config(_config(bf16=False), tmp_path, has_eval=False).bf16
     assert fast.completion_only_loss and fast.train_sampling_strategy == "group_by_length"
     assert plain.train_sampling_strategy == "random"
 
