@@ -74,18 +74,24 @@ def floor_tok_s(model: Any, batch: int, repeats: int = 3) -> float:
     return round(batch / total, 1)
 
 
-def _prompts(tokenizer: Any, histories: list[str], batch: int) -> list[str]:
-    rows = [histories[i % len(histories)] for i in range(batch)]
-    return [render_prompt(tokenizer, [{"role": "user", "content": f"Career history:\n{h}\n\nWhat is this person's "
-                                                                    "next occupation, and why?"}]) for h in rows]
+def _prompts(tokenizer: Any, histories: list[str], batch: int, prompt_tokens: int) -> list[str]:
+    """``batch`` chat prompts of about ``prompt_tokens`` tokens each (histories cut to fit), sharing no prefix."""
+    out = []
+    for i in range(batch):
+        ids = tokenizer(histories[i % len(histories)], add_special_tokens=False)["input_ids"][:prompt_tokens]
+        text = f"{i}. " + tokenizer.decode(ids)
+        out.append(render_prompt(tokenizer, [{"role": "user", "content": text}]))
+    return out
 
 
-def decode_speeds(loaded: Any, histories: list[str], new_tokens: int) -> dict[str, dict[str, float]]:
-    """Decode tokens/s of HF ``generate`` and of the engine loop (prefill taken out) per batch size."""
+def decode_speeds(loaded: Any, histories: list[str], new_tokens: int,
+                  prompt_tokens: int = 64) -> dict[str, dict[str, float]]:
+    """Decode tokens/s of HF ``generate`` and of the engine loop per batch size: the time of ``new_tokens`` minus the
+    time of 1 (the prefill), over ``new_tokens - 1`` tokens per row."""
     model, tok = loaded.model, loaded.tokenizer
     out: dict[str, dict[str, float]] = {"hf_generate_tok_s": {}, "engine_tok_s": {}, "prefill_tok_s": {}}
     for batch in BATCHES:
-        prompts = _prompts(tok, histories, batch)
+        prompts = _prompts(tok, histories, batch, prompt_tokens)
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
 
         def hf(n, enc=enc):
@@ -95,15 +101,15 @@ def decode_speeds(loaded: Any, histories: list[str], new_tokens: int) -> dict[st
 
         def engine(n, prompts=prompts):
             segments = [Segment(prompt=p, max_new_tokens=n) for p in prompts]
-            generate_segments(model, tok, segments, [], share_prefix=True)
+            generate_segments(model, tok, segments, [], share_prefix=False)
 
         for key, fn in (("hf_generate_tok_s", hf), ("engine_tok_s", engine)):
-            fn(2)  # warm-up
+            if batch == BATCHES[0]:
+                fn(2)  # warm-up
             first, full = _timed(lambda fn=fn: fn(1)), _timed(lambda fn=fn: fn(new_tokens))
             out[key][str(batch)] = round(batch * (new_tokens - 1) / max(full - first, 1e-9), 1)
             if key == "engine_tok_s":
-                prompt_tokens = int(enc["attention_mask"].sum())
-                out["prefill_tok_s"][str(batch)] = round(prompt_tokens / max(first, 1e-9), 1)
+                out["prefill_tok_s"][str(batch)] = round(int(enc["attention_mask"].sum()) / max(first, 1e-9), 1)
     return out
 
 
@@ -185,6 +191,7 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     result["predictions_per_s"] = {m: v["predictions_per_s"] for m, v in result["programs"].items()}
     result["engine_vs_floor_32"] = round(result["engine_tok_s"]["32"] / result["floor_tok_s"]["32"], 3)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["engine_stats"] = dict(lm._engine_spec.stats)
     result["new_tokens"], result["n"] = new_tokens, n
     return result
 

@@ -102,7 +102,7 @@ def add_completion_head(model: Any) -> Any:
         kwargs["use_cache"] = False
         for key in ("output_attentions", "output_hidden_states", "return_dict"):
             kwargs.pop(key, None)
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        hidden = _backbone_hidden(self, self.base_model, *args, **kwargs)[:, :-1]
         targets = labels[:, 1:].to(hidden.device)
         mask = targets != -100
         logits = self.get_output_embeddings()(hidden[mask]).float()
@@ -116,6 +116,47 @@ def add_completion_head(model: Any) -> Any:
     model.forward = types.MethodType(forward, model)
     model._nextocc_completion_head = True
     return model
+
+
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> int:
+    """Length of the token prefix that every row of a right-padded batch starts with (0 for one row)."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    if attention_mask is not None:
+        same &= attention_mask.bool().all(dim=0)
+    different = (~same).nonzero()
+    length = int(different[0]) if len(different) else input_ids.shape[1]
+    return min(length, input_ids.shape[1] - 1)
+
+
+def _backbone_hidden(model: Any, backbone: Any, input_ids: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+    """The backbone's last hidden states; a token prefix shared by every row (DSPy's system prompt) runs once.
+
+    The prefix is computed for one row with its KV cache kept (gradients flow through it), the cache is repeated
+    over the batch, and the rows' suffixes continue from it: the same hidden states as one full forward, at the cost
+    of the prefix once per batch instead of once per row.
+    """
+    mask, share = kwargs.get("attention_mask"), getattr(model, "_nextocc_share_prefix", True)
+    prefix = shared_prefix_len(input_ids, mask) if share and input_ids is not None and "position_ids" not in kwargs \
+        and kwargs.get("inputs_embeds") is None else 0
+    if prefix < MIN_SHARED_PREFIX:
+        return backbone(input_ids=input_ids, **kwargs).last_hidden_state
+    from transformers import DynamicCache
+
+    rows, length = input_ids.shape
+    rest = {k: v for k, v in kwargs.items() if k not in ("attention_mask", "use_cache")}
+    cache = DynamicCache(config=model.config)
+    head = backbone(input_ids=input_ids[:1, :prefix], attention_mask=mask[:1, :prefix] if mask is not None else None,
+                    cache=cache, use_cache=True, **rest).last_hidden_state
+    cache.batch_repeat_interleave(rows)
+    positions = torch.arange(prefix, length, device=input_ids.device).expand(rows, -1)
+    tail = backbone(input_ids=input_ids[:, prefix:], attention_mask=mask, position_ids=positions, cache=cache,
+                    use_cache=True, **rest).last_hidden_state
+    return torch.cat([head.expand(rows, -1, -1), tail], dim=1)
 
 
 class FastSFTTrainer(SFTTrainer):

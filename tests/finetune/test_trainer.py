@@ -113,3 +113,29 @@ def test_dpo_runs_a_step(tiny_model_dir, tmp_path):
     assert metrics["global_step"] == 1 and metrics["train_loss"] > 0
     assert (tmp_path / "dpo" / "adapter" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "dpo" / "adapter" / "ref").exists()
+
+
+def test_shared_prefix_forward_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_path):
+    from finetune.trainer import shared_prefix_len
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    trainer, _ = make_sft_trainer(model, tok, sft_rows(8), [], _config(bf16=False, per_device_train_batch_size=4),
+                                  tmp_path)
+    batch = {k: v for k, v in next(iter(trainer.get_train_dataloader())).items()}
+    assert shared_prefix_len(batch["input_ids"], batch["attention_mask"]) >= 32  # the system prompt
+    trainer.model.train()
+    results = []
+    for share in (True, False):
+        trainer.model.get_base_model()._nextocc_share_prefix = share
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results.append((float(loss), grads))
+    (shared_loss, shared_grads), (full_loss, full_grads) = results
+    assert shared_loss == pytest.approx(full_loss, abs=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and shared_grads
+    for name, grad in full_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5), name
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, 5, 6]])
+    assert shared_prefix_len(ids, torch.ones_like(ids)) == 2 and shared_prefix_len(ids[:1], None) == 0
