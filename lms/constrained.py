@@ -319,14 +319,17 @@ def rank_trie(model: Any, prompt_ids: list[int], trie: OptionTrie, k: int, batch
 
 @torch.inference_mode()
 def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
-              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64) -> list[list[tuple[str, float]]]:
+              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64,
+              certificates: list[bool] | None = None) -> list[list[tuple[str, float]]]:
     """Top-k options per prompt by beam search over the trie, all prompts decoded together.
 
     Each prompt keeps its ``width`` best partial options; one step extends every beam by one token, reusing the
     prompt's KV cache (computed once, the batch's shared prefix once for all prompts). An option's score is exact
     (``log P(option tokens, terminator | prompt)``, the same as :func:`rank_trie`); what a beam can miss is an
     option whose prefix fell out of the ``width`` best at some depth. A beam whose score is already below the
-    prompt's k-th completed option is dropped (its completions can only score lower).
+    prompt's k-th completed option is dropped (its completions can only score lower). A prompt's top-k is provably
+    exact when no partial option that fell out of the beam scored above its k-th result; pass a list as
+    ``certificates`` to receive that flag per prompt.
 
     Args:
         model: The causal LM.
@@ -338,6 +341,7 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
         prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` for the prompts' shared prefix.
         share_prefix: Prefill the prompts' common prefix once.
         max_rows: Most beam rows decoded at once; more prompts are ranked in chunks.
+        certificates: If given, one bool per prompt is appended: whether its top-k is provably the exact top-k.
 
     Returns:
         One ``[(option, logprob), ...]`` list per prompt, best first.
@@ -346,12 +350,17 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
     per_chunk = max(1, max_rows // width)
     out: list[list[tuple[str, float]]] = []
     for start in range(0, len(prompts), per_chunk):
-        out.extend(_rank_beam_chunk(model, prompts[start:start + per_chunk], trie, k, width, pad, prefix_cache,
-                                    share_prefix))
+        chunk = prompts[start:start + per_chunk]
+        pruned = [float("-inf")] * len(chunk)
+        ranked = _rank_beam_chunk(model, chunk, trie, k, width, pad, prefix_cache, share_prefix, pruned)
+        out.extend(ranked)
+        if certificates is not None:
+            certificates.extend(len(r) == min(k, len(trie.options)) and (len(r) < k or pruned[i] <= r[-1][1])
+                                for i, r in enumerate(ranked))
     return out
 
 
-def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix):
+def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned):
     from transformers import DynamicCache
 
     from lms.generation import encode_ids
@@ -373,7 +382,7 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
     finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
     # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
     roots = [(0.0, p, p, trie.root, None) for p in range(len(prompts))]
-    beams = _expand(roots, logprobs, terminators, finished, k, width)
+    beams = _expand(roots, logprobs, terminators, finished, k, width, pruned)
     while beams:
         rows = torch.tensor([b[2] for b in beams], dtype=torch.long, device=device)
         cache.batch_select_indices(rows)
@@ -386,12 +395,13 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
         count_tokens(len(beams))
         logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
         beams = _expand([(score, p, row, node, None) for row, (score, p, _, node, _) in enumerate(beams)], logprobs,
-                        terminators, finished, k, width)
+                        terminators, finished, k, width, pruned)
     return [[(option, score) for score, option in sorted(done, key=lambda item: -item[0])[:k]] for done in finished]
 
 
-def _expand(beams, logprobs, terminators, finished, k, width):
-    """Score each beam's completion and children; keep the ``width`` best children per prompt above the bound."""
+def _expand(beams, logprobs, terminators, finished, k, width, pruned):
+    """Score each beam's completion and children; keep the ``width`` best children per prompt above the bound
+    (``pruned[prompt]`` keeps the best score of a child that fell out of the beam)."""
     end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
     children: dict[int, list[tuple[float, int, int, Any, int]]] = {}
     for row, (score, prompt, _, node, _) in enumerate(beams):
@@ -406,6 +416,8 @@ def _expand(beams, logprobs, terminators, finished, k, width):
     for prompt, items in children.items():
         done = finished[prompt]
         bound = sorted((s for s, _ in done), reverse=True)[k - 1] if len(done) >= k else float("-inf")
-        best = heapq.nlargest(width, items, key=lambda item: item[0])
-        kept.extend(item for item in best if item[0] > bound)
+        items.sort(key=lambda item: -item[0])
+        if len(items) > width:
+            pruned[prompt] = max(pruned[prompt], items[width][0])
+        kept.extend(item for item in items[:width] if item[0] > bound)
     return kept

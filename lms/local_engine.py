@@ -139,7 +139,8 @@ class LocalEngine:
         choice_decoding: ``'ranked'`` (default): a greedy closed-option field (the occupation) answers the top
             option of the ranking, which is kept so :meth:`rank` on the same prompt costs nothing; ``'greedy'``:
             token-by-token constrained greedy decoding.
-        ranking: ``'beam'`` (default, fast) or ``'exact'`` (best-first over the whole trie, slow) option ranking.
+        ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (the beam where its certificate proves it
+            exact, else the best-first search over the whole trie, which is slow).
         rank_width: Beams per prompt in beam ranking.
         rank_k: Options kept per ranked prompt.
         prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
@@ -411,13 +412,15 @@ class LocalEngine:
         if todo:
             depth = max(k, self.rank_k)
             self.stats["rank_calls"] += 1
+            certificates: list[bool] = []
             with loaded.lock, torch.inference_mode():
-                if self.ranking == "exact":
-                    lists = [rank_trie(loaded.model, prompts[i], trie, depth) for i in todo]
-                else:
-                    lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
-                                      pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
-                                      share_prefix=self.share_prefix)
+                lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
+                                  pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
+                                  share_prefix=self.share_prefix, certificates=certificates)
+                if self.ranking == "exact":  # the beam's top-k is kept where it is provably exact
+                    lists = [ranking if certified else rank_trie(loaded.model, prompts[i], trie, depth)
+                             for i, ranking, certified in zip(todo, lists, certificates, strict=True)]
+            self.stats["rank_certified"] = self.stats.get("rank_certified", 0) + sum(certificates)
             with self._ranked_lock:
                 for i, ranking in zip(todo, lists, strict=True):
                     self._ranked[keys[i]] = ranking

@@ -52,3 +52,19 @@ def test_constrained_head_rows_pick_the_same_token_as_the_full_head(tiny):
             masked[ids] = full[row, ids]
             assert int(ours[row].argmax()) == int(masked.argmax())
             assert torch.allclose(ours[row, ids], full[row, ids], atol=1e-5)
+
+
+def test_beam_certificate_marks_provably_exact_rankings(tiny):
+    tok = tiny.tokenizer
+    trie = OptionTrie(tok, OPTIONS, _terminators(tok))
+    prompts = _prompts(tok, 6)
+    for width in (1, 2, 4, len(OPTIONS)):
+        certs: list[bool] = []
+        beams = rank_beam(tiny.model, prompts, trie, k=3, width=width, pad=tok.pad_token_id, certificates=certs)
+        assert len(certs) == len(prompts)
+        for ids, beam, cert in zip(prompts, beams, certs, strict=True):
+            exact = [o for o, _ in rank_trie(tiny.model, ids, trie, 3)]
+            if cert:
+                assert [o for o, _ in beam] == exact
+        if width == len(OPTIONS):
+            assert all(certs)

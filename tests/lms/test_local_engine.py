@@ -314,3 +314,12 @@ def test_device_placement_on_cpu(tiny_spec):
         assert dspy.Predict(PickOccupation)(history="x", reason="r").occupation in OPTIONS
     with pytest.raises(ValueError, match="ranking"):
         _lm(tiny_spec, ranking="fast")
+
+
+def test_exact_ranking_mode_matches_brute_force(tiny_spec):
+    lm = _lm(tiny_spec, ranking="exact", rank_width=3, rank_k=3)
+    msgs = dspy.ChatAdapter().format(PickOccupation, demos=[], inputs={"history": HISTORIES[4], "reason": "r"})
+    ranked = lms.rank_options(lm, msgs, "occupation", k=3)
+    loaded, ids, trie = lm._engine_spec.field_prefix(lm.model, msgs, "occupation")
+    brute = sorted(zip(score_options(loaded.model, ids, trie, OPTIONS), OPTIONS, strict=True), reverse=True)[:3]
+    assert [name for name, _ in ranked] == [name for _, name in brute]
