@@ -53,23 +53,32 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def floor_tok_s(model: Any, batch: int, repeats: int = 3) -> float:
-    """Decode tokens/s if a step cost only its linear layers' matmuls, timed at this batch size."""
-    shapes: dict[tuple[int, int], int] = {}
+def flops_per_token(model: Any) -> float:
+    """Multiply-add FLOPs of one decoded token through every linear layer and the LM head (2 x weights)."""
+    linear = sum(m.weight.numel() for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and "lm_head" not in n)
+    return 2.0 * (linear + model.get_output_embeddings().weight.numel())
+
+
+def floor_tok_s(model: Any, batch: int, repeats: int = 5) -> float:
+    """Decode tokens/s if a step cost only its linear layers' matmuls (``F.linear`` on the model's own weights),
+    timed at this batch size: the model's arithmetic at this machine's measured matmul speed."""
+    import torch.nn.functional as F
+
+    weights: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and "lm_head" not in name:
-            key = (module.in_features, module.out_features)
-            shapes[key] = shapes.get(key, 0) + 1
+            key = tuple(module.weight.shape)
+            weight, count = weights.get(key, (module.weight, 0))
+            weights[key] = (weight, count + 1)
     head = model.get_output_embeddings().weight
-    shapes[(head.shape[1], head.shape[0])] = shapes.get((head.shape[1], head.shape[0]), 0) + 1
-    dtype, device = head.dtype, head.device
+    weights[tuple(head.shape)] = (head, weights.get(tuple(head.shape), (head, 0))[1] + 1)
     total = 0.0
     with torch.inference_mode():
-        for (fan_in, fan_out), count in shapes.items():
-            x = torch.randn(batch, fan_in, dtype=dtype, device=device)
-            w = torch.randn(fan_out, fan_in, dtype=dtype, device=device)
-            x @ w.T
-            best = min(_timed(lambda x=x, w=w: x @ w.T) for _ in range(repeats))
+        for weight, count in weights.values():
+            x = torch.randn(batch, weight.shape[1], dtype=weight.dtype, device=weight.device)
+            F.linear(x, weight)
+            best = min(_timed(lambda x=x, w=weight: F.linear(x, w)) for _ in range(repeats))
             total += best * count
     return round(batch / total, 1)
 
@@ -121,6 +130,21 @@ def dev_histories(n: int, seed: int = 0) -> list[Any]:
     return sample_per_person(load_dataset("nlsy79", seed=seed).dev, n, seed)
 
 
+def _prefill(loaded: Any, prompts: list[list[int]], prefix_cache: Any) -> None:
+    """The prompts' prefill alone (what decoding the answer costs before its first token), as the beam does it."""
+    from lms.generation import encode_ids
+
+    model = loaded.model
+    with torch.inference_mode():
+        enc, cache = encode_ids(model, prompts, loaded.tokenizer.pad_token_id, True, prefix_cache)
+        mask = enc["attention_mask"]
+        start = 0 if cache is None else cache.get_seq_length()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = model.get_decoder()(input_ids=enc["input_ids"][:, start:], attention_mask=mask, cache=cache,
+                                     position_ids=positions[:, start:], use_cache=True).last_hidden_state[:, -1]
+        model.get_output_embeddings()(hidden)
+
+
 def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -> dict[str, Any]:
     """Beam ranking time per prediction (16 prompts at once) and, for ``agreement`` prompts, agreement with the
     exact search."""
@@ -136,14 +160,21 @@ def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -
         _, ids, _ = engine.field_prefix(lm.model, messages, "occupation")
         prompts.append(ids)
     engine._ranked.clear()
-    beam_s = _timed(lambda: engine._rank_ids(loaded, prompts[:16], trie, 5)) / len(prompts[:16])
-    out: dict[str, Any] = {"rank_s_per_prediction": round(beam_s, 3), "rank_width": engine.rank_width}
+    batch = prompts[:16]
+    engine.prefix_cache(loaded).clear()
+    prefill = _timed(lambda: _prefill(loaded, batch, engine.prefix_cache(loaded)))
+    engine.prefix_cache(loaded).clear()
+    total = _timed(lambda: engine._rank_ids(loaded, batch, trie, 5))
+    out: dict[str, Any] = {"rank_s_per_prediction": round((total - prefill) / len(batch), 3),
+                           "rank_with_prefill_s_per_prediction": round(total / len(batch), 3),
+                           "rank_width": engine.rank_width, "rank_first_width": engine.rank_first_width}
     if agreement:
         engine._ranked.clear()
         certificates: list[bool] = []
         start = time.perf_counter()
         with torch.inference_mode():
             beams = rank_beam(loaded.model, prompts[:agreement], trie, engine.rank_k, width=engine.rank_width,
+                              first_width=engine.rank_first_width,
                               pad=loaded.tokenizer.pad_token_id, prefix_cache=engine.prefix_cache(loaded),
                               certificates=certificates)
         beam_total = time.perf_counter() - start
@@ -198,6 +229,8 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
                               "matmul_gflops": round(matmul_gflops(loaded.dtype, size=1024, seconds=1.0,
                                                                    device=loaded.device), 1)}
     result["floor_tok_s"] = {str(b): floor_tok_s(loaded.model, b) for b in BATCHES}
+    result["flops_per_token"] = flops_per_token(loaded.model)
+    result["floor_tok_s_from_matmul_gflops"] = round(result["matmul_gflops"] * 1e9 / result["flops_per_token"], 1)
     result.update(decode_speeds(loaded, histories, new_tokens))
     result.update(ranking(lm, examples, agreement))
     result["programs"] = program_speed(lm, examples[:n], threads)
@@ -227,7 +260,9 @@ def table(result: dict[str, Any]) -> str:
         floor, hf, eng = result["floor_tok_s"][b], result["hf_generate_tok_s"][b], result["engine_tok_s"][b]
         lines.append(f"{b:>6}{floor:>13}{hf:>13}{eng:>9}{eng / floor:>14.2f}{eng / hf:>11.2f}"
                      f"{result['prefill_tok_s'][b]:>15}")
-    lines += ["", f"rank s/prediction (beam, 16 at once): {result['rank_s_per_prediction']}"]
+    lines += ["", f"rank s/prediction (beam, 16 at once): {result['rank_s_per_prediction']} beyond the prompt's "
+                  f"prefill, {result['rank_with_prefill_s_per_prediction']} with it (width {result['rank_width']}, "
+                  f"first step {result['rank_first_width']})"]
     if "top1_agreement" in result:
         lines.append(f"beam vs exact on {result['agreement_n']} dev prompts: top-1 {result['top1_agreement']:.1%}, "
                      f"top-5 overlap {result['top5_overlap']:.1%} ({result['certified']} provably exact, "

@@ -320,7 +320,7 @@ def rank_trie(model: Any, prompt_ids: list[int], trie: OptionTrie, k: int, batch
 @torch.inference_mode()
 def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
               prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64,
-              certificates: list[bool] | None = None) -> list[list[tuple[str, float]]]:
+              certificates: list[bool] | None = None, first_width: int = 0) -> list[list[tuple[str, float]]]:
     """Top-k options per prompt by beam search over the trie, all prompts decoded together.
 
     Each prompt keeps its ``width`` best partial options; one step extends every beam by one token, reusing the
@@ -342,17 +342,21 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
         share_prefix: Prefill the prompts' common prefix once.
         max_rows: Most beam rows decoded at once; more prompts are ranked in chunks.
         certificates: If given, one bool per prompt is appended: whether its top-k is provably the exact top-k.
+        first_width: Beams kept per prompt after the first token (default ``width``). The first token of a title
+            says little about the whole (a base model spreads its probability over hundreds of first tokens), so a
+            wider first step finds short, likely titles a narrow beam prunes.
 
     Returns:
         One ``[(option, logprob), ...]`` list per prompt, best first.
     """
     width = max(width, k)
-    per_chunk = max(1, max_rows // width)
+    first_width = max(first_width, width)
+    per_chunk = max(1, max_rows // first_width)
     out: list[list[tuple[str, float]]] = []
     for start in range(0, len(prompts), per_chunk):
         chunk = prompts[start:start + per_chunk]
         pruned = [float("-inf")] * len(chunk)
-        ranked = _rank_beam_chunk(model, chunk, trie, k, width, pad, prefix_cache, share_prefix, pruned)
+        ranked = _rank_beam_chunk(model, chunk, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width)
         out.extend(ranked)
         if certificates is not None:
             certificates.extend(len(r) == min(k, len(trie.options)) and (len(r) < k or pruned[i] <= r[-1][1])
@@ -360,7 +364,7 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
     return out
 
 
-def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned):
+def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width):
     from transformers import DynamicCache
 
     from lms.generation import encode_ids
@@ -382,7 +386,7 @@ def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_pr
     finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
     # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
     roots = [(0.0, p, p, trie.root, None) for p in range(len(prompts))]
-    beams = _expand(roots, logprobs, terminators, finished, k, width, pruned)
+    beams = _expand(roots, logprobs, terminators, finished, k, first_width, pruned)
     while beams:
         rows = torch.tensor([b[2] for b in beams], dtype=torch.long, device=device)
         cache.batch_select_indices(rows)

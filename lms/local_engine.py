@@ -142,6 +142,7 @@ class LocalEngine:
         ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (the beam where its certificate proves it
             exact, else the best-first search over the whole trie, which is slow).
         rank_width: Beams per prompt in beam ranking.
+        rank_first_width: Beams per prompt after the first token (a wider first step; 0: ``rank_width``).
         rank_k: Options kept per ranked prompt.
         prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
     """
@@ -150,15 +151,16 @@ class LocalEngine:
                  dtype: str | None = None, batch_window_ms: float = 30.0, max_batch_size: int = 16,
                  max_field_tokens: int = 128, default_max_tokens: int = 512, seed: int = 0,
                  structured_output: bool = True, share_prefix: bool = True, device: str | None = None,
-                 choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 8, rank_k: int = 10,
+                 choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 8, rank_first_width: int = 0,
+                 rank_k: int = 10,
                  prefix_cache_tokens: int = 8192):
         parse_local_spec(model)
         if choice_decoding not in ("ranked", "greedy"):
             raise ValueError(f"choice_decoding must be 'ranked' or 'greedy', got {choice_decoding!r}")
         if ranking not in ("beam", "exact"):
             raise ValueError(f"ranking must be 'beam' or 'exact', got {ranking!r}")
-        if rank_width < 1 or rank_k < 1 or prefix_cache_tokens < 0:
-            raise ValueError("rank_width and rank_k must be >= 1 and prefix_cache_tokens >= 0")
+        if rank_width < 1 or rank_first_width < 0 or rank_k < 1 or prefix_cache_tokens < 0:
+            raise ValueError("rank_width and rank_k must be >= 1, rank_first_width and prefix_cache_tokens >= 0")
         if constrained_fields is not None and not isinstance(constrained_fields, dict):
             raise ValueError("constrained_fields must be a dict of field name -> list of allowed strings")
         for name, options in (constrained_fields or {}).items():
@@ -172,7 +174,8 @@ class LocalEngine:
         self.max_field_tokens, self.default_max_tokens, self.seed = max_field_tokens, default_max_tokens, seed
         self.structured_output, self.share_prefix = structured_output, share_prefix
         self.device, self.choice_decoding, self.ranking = device, choice_decoding, ranking
-        self.rank_width, self.rank_k, self.prefix_cache_tokens = rank_width, rank_k, prefix_cache_tokens
+        self.rank_width, self.rank_first_width = rank_width, rank_first_width
+        self.rank_k, self.prefix_cache_tokens = rank_k, prefix_cache_tokens
         self._prefix_caches: dict[tuple, PrefixCache] = {}
         self._ranked: OrderedDict[tuple, list[tuple[str, float]]] = OrderedDict()
         self._ranked_lock = threading.Lock()
@@ -225,7 +228,8 @@ class LocalEngine:
                 "max_field_tokens": self.max_field_tokens, "default_max_tokens": self.default_max_tokens,
                 "seed": self.seed, "structured_output": self.structured_output, "share_prefix": self.share_prefix,
                 "device": self.device, "choice_decoding": self.choice_decoding, "ranking": self.ranking,
-                "rank_width": self.rank_width, "rank_k": self.rank_k, "prefix_cache_tokens": self.prefix_cache_tokens}
+                "rank_width": self.rank_width, "rank_first_width": self.rank_first_width, "rank_k": self.rank_k,
+                "prefix_cache_tokens": self.prefix_cache_tokens}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LocalEngine:
@@ -391,8 +395,8 @@ class LocalEngine:
         return self._prefix_caches[key]
 
     def _rank_key(self, loaded: LoadedModel, ids: list[int], trie: OptionTrie) -> tuple:
-        return (loaded.spec.spec, loaded.fingerprint, loaded.dtype, self.ranking, self.rank_width, id(trie),
-                tuple(ids))
+        return (loaded.spec.spec, loaded.fingerprint, loaded.dtype, self.ranking, self.rank_width,
+                self.rank_first_width, id(trie), tuple(ids))
 
     def _rank_ids(self, loaded: LoadedModel, prompts: list[list[int]], trie: OptionTrie,
                   k: int) -> list[list[tuple[str, float]]]:
@@ -415,6 +419,7 @@ class LocalEngine:
             certificates: list[bool] = []
             with loaded.lock, torch.inference_mode():
                 lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
+                                  first_width=self.rank_first_width,
                                   pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
                                   share_prefix=self.share_prefix, certificates=certificates)
                 if self.ranking == "exact":  # the beam's top-k is kept where it is provably exact
