@@ -1,11 +1,12 @@
-"""In-process local LMs for DSPy: the embedded default model and the local engine (issue 3).
+"""In-process local LMs for DSPy: the embedded default model and the local engine.
 
 Public API:
 
 * :func:`load` -- ``lms.load("local:gemma-3-270m")`` (default), ``"local:/path/to/hf_folder"``,
   ``"local:/base+/adapter"``, or any litellm model string (``"openai/gpt-4.1-mini"``) -> ``dspy.LM``.
 * :func:`resolve_lm` -- the same from a string, dict or dataclass (teacher/judge/student specs in configs).
-* :class:`LocalEngine` -- the engine behind local LMs (batching, structured output, constrained decoding).
+* :class:`LocalEngine` -- the engine behind local LMs (batching, prefix reuse, structured output, constrained
+  decoding, option ranking); :mod:`lms.hardware` picks its device and dtype, :mod:`lms.progress` shows live progress.
 * :func:`rank_options` / :func:`option_logprob` -- log-probabilities of closed-list options (e.g. O*NET titles).
 * :func:`is_local` -- whether a ``dspy.LM`` runs in-process.
 

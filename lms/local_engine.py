@@ -14,18 +14,20 @@ of loaded models, so ``lm.copy(model="local//other/folder")`` runs other weights
 
 Batching: ``complete`` puts the request on a queue; one worker thread collects requests for ``batch_window_ms``
 (or until ``max_batch_size``) and runs each group sharing a model and sampling settings as one batched
-decoding pass per field (``lms.generation``: shared-prefix KV reuse, finished rows leave the batch). Greedy batched
-output equals one-by-one output in float32 (tested); in bfloat16 (the CPU default, ~1.8x faster) batching changes
-the floating-point order of operations and can flip near-ties, so a few greedy outputs may differ.
+decoding pass per field (``lms.generation``: shared-prefix KV reuse, an LRU of recent prompt prefixes, finished rows
+leave the batch). Greedy batched output equals one-by-one output in float32 (tested); in bfloat16 (chosen only where
+the hardware computes it natively, see :mod:`lms.hardware`) batching changes the floating-point order of operations
+and can flip near-ties, so a few greedy outputs may differ.
 
 Structured output: a request formatted by DSPy's ChatAdapter is generated field by field (``lms.structured``): the
 engine writes each ``[[ ## field ## ]]`` header, the model writes the value (stopping at a blank line, the next
 header, a stop string, a repeated line or the token budget; it may not start with a ``{placeholder}`` or header
 copied from the format description), and ``[[ ## completed ## ]]`` is appended, so the ChatAdapter always parses.
 int/float fields are constrained to numbers (an int whose description states a range such as "from 1 to 5" to that
-range); Literal/bool/enum fields and ``constrained_fields`` to their options (``lms.constrained``), decoded greedily
-token by token (use :func:`lms.rank_options` for the exact most likely option). The KV cache of a shared prompt
-prefix is reused within a batch; across batches the prefix is recomputed.
+range); Literal/bool/enum fields and ``constrained_fields`` to their options (``lms.constrained``). A greedy
+closed-option field answers the top option of the engine's ranking (``choice_decoding='ranked'``, a beam over the
+option trie batched over the batch's prompts; the ranking is kept, so :func:`lms.rank_options` on the same prompt is
+free) or is decoded token by token (``'greedy'``).
 
 Caching: DSPy's own response cache wraps custom engines too. Its key holds ``lm.model`` (which ``lms.load`` sets to
 ``local/<spec>@<fingerprint>``, the fingerprint hashing config, weight files and adapter), the messages and the

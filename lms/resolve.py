@@ -120,8 +120,9 @@ def rank_options(lm: dspy.LM, messages: list[dict], field: str, k: int = 5,
     ``log P(option tokens, end | prompt)`` where the prompt is the chat-templated messages followed, in the open
     assistant turn, by the output fields before ``field`` (each ``[[ ## name ## ]]\\n<value>\\n\\n``; values from
     ``prefix_fields`` or, when None, generated greedily by the engine as in a normal call) and the header
-    ``[[ ## field ## ]]\\n``; "end" is a newline or end-of-turn token. The search is exact best-first over the
-    option trie, sharing the prompt's KV cache.
+    ``[[ ## field ## ]]\\n``; "end" is a newline or end-of-turn token. The search follows the engine's ``ranking``:
+    a beam over the option trie (default; exact scores, approximate top-k) or the exact best-first search; a prompt the
+    engine has already answered by ranking returns the kept ranking.
 
     Args:
         lm: A local LM from :func:`load` whose engine has ``constrained_fields[field]`` (or a Literal field).
