@@ -12,8 +12,8 @@ Every occupation answer passes through the O*NET normalizer (:meth:`careers.onet
 answer that matches no official title is kept as text (``occupation`` = the raw answer, ``onet_code=None``,
 ``matched=False``), logged, and scored as a miss by :mod:`metrics.accuracy`; it is never silently replaced.
 
-``ranked`` (top-``k`` ``(title, score)``) comes from the local engine's exact option ranking
-(:func:`lms.rank_options`, log-probabilities) when the predictor's LM is local and constrained to the titles,
+``ranked`` (top-``k`` ``(title, score)``) comes from the local engine's option ranking (:func:`lms.rank_options`,
+log-probabilities; a beam over the titles by default, or exact) when the predictor's LM is local and constrained,
 and otherwise from normalizing the text answer (:meth:`~careers.onet.OnetTaxonomy.candidates`, similarity / 100).
 
 Three-line use::
@@ -228,8 +228,9 @@ class NextOccupation(dspy.Module):
         data_dir: Data directory of the taxonomy (None: ``NEXTOCC_DATA_DIR`` or the cache dir).
         k: Length of ``ranked``.
         top1: Where ``occupation`` comes from: ``"answer"`` (default), the LM's generated text, normalized; or
-            ``"ranked"``, the best option of the local engine's exact ranking when it is available (greedy decoding
-            and exact ranking can disagree; ``"ranked"`` makes AccEM agree with Acc@1). Falls back to the answer.
+            ``"ranked"``, the best option of the local engine's ranking when it is available (with the engine's
+            default ``choice_decoding='ranked'`` both agree; with greedy decoding they can differ). Falls back to the
+            answer.
     """
 
     SHARED_ATTRS = ("reasoner_lm", "predictor_lm", "_taxonomy", "baseline")
