@@ -5,8 +5,10 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
 
 * ``plain`` -- stock ``SFTTrainer`` loss (TRL's LM head on every position), fp32, random batches (CPU-safe defaults).
 * ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever.
-* ``fast`` -- the default path: completion-only LM head + the machine's dtype rule (bf16 autocast only where the
-  hardware computes bf16 natively and faster) + length-grouped batches.
+* ``fast`` -- the default path: completion-only LM head + the prompt prefix shared by a batch's rows computed once
+  + the machine's dtype rule (bf16 autocast only where the hardware computes bf16 natively and faster) +
+  length-grouped batches.
+* ``fast_no_shared_prefix`` -- ``fast`` with every row's prompt computed in full (isolates the shared-prefix lever).
 
 The first step of each variant is a warm-up and is not timed. Run it under ``flock /tmp/nextocc_heavy.lock``
 on shared machines.
@@ -28,16 +30,19 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": True, "bf16": True},
-            "fast": {"plain": False, "bf16": None}}
+            "fast": {"plain": False, "bf16": None}, "fast_no_shared_prefix": {"plain": False, "bf16": None}}
+_NO_SHARED_PREFIX = {"fast_no_shared_prefix"}
 
 
-def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, queue: Any) -> None:
+def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, queue: Any,
+                    share_prefix: bool = True) -> None:
     import torch
 
     from finetune.trainer import load_model_and_tokenizer, make_sft_trainer
 
     torch.manual_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(folder)
+    model._nextocc_share_prefix = share_prefix
     trainer, throughput = make_sft_trainer(model, tokenizer, rows, [], config, out_dir)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -47,11 +52,12 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
     queue.put(result)
 
 
-def run_variant(folder: str, rows: list[dict], config: Any, out_dir: str | Path) -> dict[str, Any]:
+def run_variant(folder: str, rows: list[dict], config: Any, out_dir: str | Path,
+                share_prefix: bool = True) -> dict[str, Any]:
     """Train one variant in a fresh process and return its throughput summary and peak RSS (MB)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_variant_worker, args=(folder, rows, config, str(out_dir), queue))
+    proc = ctx.Process(target=_variant_worker, args=(folder, rows, config, str(out_dir), queue, share_prefix))
     proc.start()
     proc.join()
     if proc.exitcode != 0:
@@ -82,9 +88,10 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
             raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
         cfg = replace(config, max_steps=steps + 1, save_steps=10**6, eval_fraction=0.0, **VARIANTS[name])
         logger.info("Benchmark variant %s", name)
-        results["variants"][name] = run_variant(folder, rows, cfg, Path(out_dir) / name)
+        results["variants"][name] = run_variant(folder, rows, cfg, Path(out_dir) / name,
+                                                share_prefix=name not in _NO_SHARED_PREFIX)
     tps = {k: v["tokens_per_s"] for k, v in results["variants"].items()}
-    for base in ("plain", "plain_bf16"):
+    for base in ("plain", "plain_bf16", "fast_no_shared_prefix"):
         if "fast" in tps and tps.get(base):
             results[f"ratio_fast_vs_{base}"] = round(tps["fast"] / tps[base], 2)
     return results
@@ -111,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="Timed steps per variant (after one warm-up step).")
     parser.add_argument("--batch", type=int, default=4, help="per_device_train_batch_size.")
     parser.add_argument("--max_length", type=int, default=1024, help="Token limit per row.")
-    parser.add_argument("--variants", default="plain,fast", help="Comma-separated: plain, plain_bf16, fast.")
+    parser.add_argument("--variants", default="plain,fast",
+                        help="Comma-separated: plain, plain_bf16, fast, fast_no_shared_prefix.")
     parser.add_argument("--out", default="runs/benchmark", help="Scratch/output folder; results.json goes here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
