@@ -143,9 +143,15 @@ class MotiveCareerGenerator(SyntheticCareerGenerator):
         return out
 
     # ------------------------------------------------------------------ sampling
-    def sample_path(self, n_jobs: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
-        """``(codes, motives)``: ``motives[t]`` drove the move from ``codes[t]`` to ``codes[t + 1]``."""
-        codes = [self.states[int(rng.integers(len(self.states)))]]
+    def sample_path(self, n_jobs: int, rng: np.random.Generator, first: str | None = None
+                    ) -> tuple[list[str], list[str]]:
+        """``(codes, motives)``: ``motives[t]`` drove the move from ``codes[t]`` to ``codes[t + 1]``.
+
+        ``first`` fixes the first occupation (else uniform over the state space).
+        """
+        if first is not None and first not in self._moves:
+            raise ValueError(f"occupation {first!r} is not in the generator's state space")
+        codes = [first or self.states[int(rng.integers(len(self.states)))]]
         motives = [MOTIVES[int(rng.choice(len(MOTIVES), p=self.prior))]]
         while len(codes) < n_jobs:
             codes.append(self._draw(self.motive_law(motives[-1], codes), rng))

@@ -68,6 +68,11 @@ def compile_data(config: OptimizeConfig) -> tuple[Any, list[dspy.Example], list[
             sample_per_person(splits.test, config.n_test, config.seed + 2))
 
 
+def training_statistics(splits: Any) -> TransitionStats:
+    """Transition statistics of the whole training split of ``splits`` (dev and test persons never enter them)."""
+    return TransitionStats.fit(splits.train)
+
+
 def compile_splits(config: OptimizeConfig) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
     """The train/dev/test examples of a compile run (seeded per-person samples); reused by distill's evaluation."""
     return compile_data(config)[1:]
@@ -215,11 +220,9 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
                     config.dataset)
         stats = None
         if teacher is not None or config.evidence_teacher or (judge_lm is None and config.judge_lm == "heuristic"):
-            stats = getattr(teacher, "stats", None) or TransitionStats.fit(splits.train)  # the training split only
+            stats = getattr(teacher, "stats", None) or training_statistics(splits)
             stats.save(run_dir / "transitions.json")
         teacher = build_teacher(config, taxonomy, stats, teacher)
-        if teacher is not None and teacher_lm is not None:
-            raise ValueError("pass either teacher= (an EvidenceTeacher) or teacher_lm= (an LM), not both.")
         lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config)
         program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
         judge = build_judge(config, taxonomy, stats, judge_lm)

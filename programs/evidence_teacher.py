@@ -134,7 +134,7 @@ class EvidenceTeacher(dspy.Module):
 
     # ------------------------------------------------------------------ facts
     def _rep(self, job: Mapping[str, Any]) -> str | None:
-        codes = job_codes(job)
+        codes = [c for c in job_codes(job) if c in self.taxonomy.occupations]
         if codes:
             return codes[0]
         match = self.taxonomy.normalize(str(job.get("title") or ""))
