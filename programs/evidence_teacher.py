@@ -210,7 +210,7 @@ class EvidenceTeacher(dspy.Module):
     def _stat_sentence(self, ctx: dict, next_state: str, rng: random.Random) -> str:
         stats = self.stats
         total, share = stats.total(ctx["cur_state"]), stats.share(ctx["cur_state"], next_state)
-        cur_title, nxt = self.state_title(ctx["cur_state"]), self.state_title(next_state)
+        cur_title, nxt = self.state_title(ctx["cur_state"]), self.state_title(next_state).rstrip(".")
         pct = round(100 * share)
         return rng.choice([f"Of {total:,} recorded moves from {cur_title}, {pct}% went next to {nxt}.",
                            f"In the training records, of {total:,} recorded moves from {cur_title}, {pct}% went "
@@ -239,7 +239,7 @@ class EvidenceTeacher(dspy.Module):
             if not top or not self._state_code(top[0][0]):
                 return None
             code = self._state_code(top[0][0])
-            return (self._stat_sentence(ctx, top[0][0], rng) + " " + rng.choice(
+            return (self._stat_sentence(ctx, top[0][0], rng) + "\n" + rng.choice(
                 [f"The common next step is work as {self._otitle(code)}.",
                  f"That makes {self._otitle(code)} the likely next move."]), [code])
         if name == "return":
@@ -318,7 +318,7 @@ class EvidenceTeacher(dspy.Module):
         if self.stats is not None and self.stats.total(ctx["cur_state"]):
             for state, _, _ in self.stats.top_next(ctx["cur_state"], 50):
                 if set(self.stats.state_codes(state)) & gold_set:
-                    return (self._stat_sentence(ctx, state, rng) + f" That points to {title} next.", [gold_code])
+                    return (self._stat_sentence(ctx, state, rng) + f"\nThat points to {title} next.", [gold_code])
         for rel in self.taxonomy.related(cur_code) if cur_code else []:
             if rel.code in gold_set:
                 tier = TIER_WORDS.get(rel.tier, "related")
@@ -395,7 +395,8 @@ class EvidenceTeacher(dspy.Module):
             extras.append(edu)
         extras = [e for e in extras if e]
         rng.shuffle(extras)
-        bodies = [body, body.split(". ")[0].rstrip(".") + "."] if ". " in body else [body]
+        # a statistics sentence names its next occupation itself: the sentence after it may go when space is short
+        bodies = [body.replace("\n", " "), body.split("\n")[0]] if "\n" in body else [body]
         main = mains[0]
         span = _span(ctx["cur"])
         mains = mains + [f"The latest job is {ctx['cur']['title']} ({span})." if span
