@@ -23,6 +23,7 @@ class OptimizeConfig:
     mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
     teacher_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the teacher that writes candidate reasons (lms.resolve_lm); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
     judge_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the judge; 'heuristic' for the LM-free HeuristicJudge."})
+    judge_likelihood: bool = field(default=False, metadata={"help": "judge_lm: heuristic only: move utility by the gain in the (local) predictor's log-likelihood of the gold with the reason over without it (one forward pass per reason)."})
     predictor_lm: str | None = field(default=None, metadata={"help": "LM spec of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
     predict_candidates: bool = field(default=True, metadata={"help": "Run the predictor on every candidate reason (prediction, likelihood utility in candidates.jsonl); false skips these LM calls (fast LM-free candidate phase)."})
     motives: bool = field(default=False, metadata={"help": "Synthetic data only: the latent-motive world (careers.motives) instead of the second-order Markov chain."})

@@ -143,10 +143,14 @@ def build_steps(program: NextOccupation, judge: Any, config: OptimizeConfig, tea
 
 
 def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: TransitionStats | None,
-                judge_lm: Any = None) -> Any:
+                judge_lm: Any = None, predictor_lm: Any = None) -> Any:
     """The judge of a run: the LM-free :class:`HeuristicJudge` for ``judge_lm: heuristic``, else the LM judge."""
     if judge_lm is None and config.judge_lm == "heuristic":
-        return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds)
+        likelihood_lm = predictor_lm if config.judge_likelihood and is_local_lm(predictor_lm) else None
+        if config.judge_likelihood and likelihood_lm is None:
+            logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
+        return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,
+                              predictor_lm=likelihood_lm)
     return ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
                        thresholds=config.thresholds, retries=1)
 
@@ -225,7 +229,7 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         teacher = build_teacher(config, taxonomy, stats, teacher)
         lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config)
         program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
-        judge = build_judge(config, taxonomy, stats, judge_lm)
+        judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
         rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
         phases: dict[str, float] = {}
 

@@ -15,20 +15,26 @@ it unchanged. The rules:
 * **utility** -- the next occupations the reason implies (:func:`implied_occupations`: O*NET titles, or training-split
   state titles, named in forward-looking sentences) against the gold: 5 when they contain the gold (4 when more than
   three are implied), 3 when one is an O*NET related occupation of the gold, 2 when one shares its SOC minor group,
-  else 1 (also when nothing is implied).
+  else 1 (also when nothing is implied). With a local ``predictor_lm``, the gain in the predictor's log-likelihood of
+  the gold with the reason over without it (:func:`metrics.grounding.likelihood_utility`; the reason-free value is
+  computed once per history) moves the score one point up (gain >= ``gain_step`` nats) or down (gain <=
+  ``-gain_step``), within 1-5, for at most ``max_likelihood_calls`` reasons per judge.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import dspy
 
 from careers.onet import CODE_RE, OnetTaxonomy, canonical
 from careers.transitions import TransitionStats
-from metrics.grounding import SPAN_RE, grounding_check
+from metrics.grounding import SPAN_RE, grounding_check, likelihood_utility
 from metrics.judge import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS, _check_weights, oracle_score, passes
 
 logger = logging.getLogger(__name__)
@@ -111,14 +117,24 @@ class HeuristicJudge(dspy.Module):
         weights: Oracle-score weights.
         thresholds: Per-criterion pass thresholds.
         tolerance: Allowed difference in percentage points of a stated share.
+        predictor_lm: Optional local predictor LM for the likelihood gain (module doc); None keeps utility LM-free.
+        gain_step: Log-likelihood gain (nats) worth one utility point.
+        max_likelihood_calls: Bound on the reasons scored with the predictor (the rest stay LM-free).
     """
 
     accepts_gold_codes = True
 
     def __init__(self, taxonomy: OnetTaxonomy, stats: TransitionStats | None = None, *,
                  weights: Mapping[str, float] | None = None, thresholds: Mapping[str, int] | None = None,
-                 tolerance: float = 1.0):
+                 tolerance: float = 1.0, predictor_lm: Any = None, gain_step: float = 1.0,
+                 max_likelihood_calls: int = 10_000):
         super().__init__()
+        self.predictor_lm = predictor_lm
+        self.gain_step = float(gain_step)
+        self.max_likelihood_calls = int(max_likelihood_calls)
+        self._baseline: dict[tuple[str, str], float | None] = {}
+        self._calls = 0
+        self._lock = threading.Lock()
         self.taxonomy = taxonomy
         self.stats = stats
         self.weights = _check_weights(weights if weights is not None else DEFAULT_WEIGHTS)
@@ -223,6 +239,27 @@ class HeuristicJudge(dspy.Module):
             return 2, "implies an occupation in the gold's SOC minor group", implied
         return 1, "implied occupations are unrelated to the gold", implied
 
+    def likelihood_gain(self, history: str, reason: str, occupation: str | None) -> float | None:
+        """``log p(gold | history, reason) - log p(gold | history)`` under ``predictor_lm``, or None (no LM, bound
+        reached, or scoring unavailable)."""
+        if self.predictor_lm is None or not occupation:
+            return None
+        with self._lock:
+            if self._calls >= self.max_likelihood_calls:
+                return None
+            self._calls += 1
+        from signatures import PredictDirect
+
+        key = (history, occupation)
+        if key not in self._baseline:
+            self._baseline[key] = likelihood_utility(self.predictor_lm, history, None, occupation,
+                                                     signature=PredictDirect)
+        with_reason = likelihood_utility(self.predictor_lm, history, reason, occupation)
+        base = self._baseline[key]
+        if with_reason is None or base is None or not math.isfinite(with_reason) or not math.isfinite(base):
+            return None
+        return with_reason - base
+
     # ------------------------------------------------------------------ DSPy
     def forward(self, history: str, reason: str, occupation: str | None = None,
                 gold_codes: Sequence[str] | None = None) -> dspy.Prediction:
@@ -231,6 +268,11 @@ class HeuristicJudge(dspy.Module):
         fact, fact_why = self.factuality(history, reason)
         coh, coh_why = self.coherence(reason)
         util, util_why, implied = self.utility(history, reason, occupation, gold_codes)
+        gain = self.likelihood_gain(history, reason, occupation)
+        if gain is not None:
+            step = 1 if gain >= self.gain_step else -1 if gain <= -self.gain_step else 0
+            util = min(5, max(1, util + step))
+            util_why += f"; log-likelihood gain of the gold {gain:+.2f} nats"
         scores = {"factuality": fact, "coherence": coh, "utility": util}
         return dspy.Prediction(**scores, justifications={"factuality": fact_why, "coherence": coh_why,
                                                           "utility": util_why},

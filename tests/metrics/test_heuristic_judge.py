@@ -119,3 +119,27 @@ def test_implied_occupations_skip_the_current_job_unless_staying(taxonomy):
     assert implied_occupations("Staying as cashiers is the likely next step.", history, index) == [
         taxonomy.code_for_title("Cashiers")]
     assert implied_occupations("Cashiers is the current job.", history, index) == []
+
+
+def test_likelihood_gain_moves_utility_by_one_point_and_is_bounded(world, monkeypatch):
+    import metrics.heuristic_judge as hj
+
+    splits, teacher, _ = world
+    calls = []
+
+    def fake(lm, history, reason, occupation, signature=None, **kw):
+        calls.append(reason)
+        return -2.0 if reason is None else (-0.5 if "return" in reason else -6.0)
+
+    monkeypatch.setattr(hj, "likelihood_utility", fake)
+    judge = HeuristicJudge(teacher.taxonomy, teacher.stats, predictor_lm=object(), max_likelihood_calls=3)
+    plain = HeuristicJudge(teacher.taxonomy, teacher.stats)
+    ex = splits.train[0]
+    reason = "The history shows one job. A return to cashiers is a plausible next step."
+    other = "The history shows one job. A move to cashiers is a plausible next step."
+    base = _judge(plain, ex, reason).utility
+    assert _judge(judge, ex, reason).utility == min(5, base + 1)
+    assert _judge(judge, ex, other).utility == max(1, _judge(plain, ex, other).utility - 1)
+    assert calls.count(None) == 1  # the reason-free likelihood is computed once per history
+    _judge(judge, ex, reason + " Again.")
+    assert judge.likelihood_gain(ex.history, reason, ex.occupation) is None  # bound of 3 reached
