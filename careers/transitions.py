@@ -139,19 +139,25 @@ class TransitionStats:
         return self.codes.get(state, ())
 
     @property
-    def title_index(self) -> dict[str, str]:
-        """``canonical(title) -> state`` for every state title (first state wins on a shared title)."""
+    def title_index(self) -> dict[str, tuple[str, ...]]:
+        """``canonical(title) -> states`` with that title (several source codes may share one title)."""
         index = getattr(self, "_title_index", None)
         if index is None:
             index = {}
             for state, title in sorted(self.titles.items()):
-                index.setdefault(canonical(title), state)
+                index.setdefault(canonical(title), []).append(state)
+            index = {k: tuple(v) for k, v in index.items()}
             self._title_index = index
         return index
 
+    def states_for_title(self, title: str) -> tuple[str, ...]:
+        """The states whose title is ``title`` (case and punctuation insensitive); empty when none."""
+        return self.title_index.get(canonical(title), ())
+
     def state_for_title(self, title: str) -> str | None:
-        """The state whose title is ``title`` (case and punctuation insensitive), or None."""
-        return self.title_index.get(canonical(title))
+        """The first state whose title is ``title``, or None."""
+        states = self.states_for_title(title)
+        return states[0] if states else None
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:

@@ -63,7 +63,8 @@ class TitleIndex:
             for state, title in stats.titles.items():
                 codes = stats.state_codes(state)
                 if codes:
-                    self.index.setdefault(canonical(title), codes)
+                    key = canonical(title)
+                    self.index[key] = tuple(dict.fromkeys(self.index.get(key, ()) + tuple(codes)))
         for occ in taxonomy.occupations.values():
             self.index[canonical(occ.title)] = (occ.code,)
 
@@ -147,14 +148,14 @@ class HeuristicJudge(dspy.Module):
         return self  # stateless apart from shared read-only lookups
 
     # ------------------------------------------------------------------ criteria
-    def _state(self, title: str) -> str | None:
+    def _states(self, title: str) -> tuple[str, ...]:
         if self.stats is None:
-            return None
-        state = self.stats.state_for_title(title)
-        if state is None:
-            code = self.taxonomy.code_for_title(title)
-            state = code if code and code in self.stats.titles else None
-        return state
+            return ()
+        states = self.stats.states_for_title(title)
+        code = self.taxonomy.code_for_title(title)
+        if code and code in self.stats.titles and code not in states:
+            states = (*states, code)
+        return states
 
     def check_statistics(self, reason: str) -> tuple[int, list[str]]:
         """``(statements, wrong ones)`` among the population statistics a reason states."""
@@ -162,9 +163,9 @@ class HeuristicJudge(dspy.Module):
         for m in STAT_RE.finditer(reason or ""):
             n += 1
             total, pct = int(m.group(1).replace(",", "")), float(m.group(3))
-            src, dst = self._state(m.group(2)), self._state(m.group(4))
-            ok = (src is not None and dst is not None and self.stats.total(src) == total
-                  and abs(100 * self.stats.share(src, dst) - pct) <= self.tolerance)
+            # a title shared by several states is true when it holds for one of them
+            ok = any(self.stats.total(src) == total and abs(100 * self.stats.share(src, dst) - pct) <= self.tolerance
+                     for src in self._states(m.group(2)) for dst in self._states(m.group(4)))
             if not ok:
                 wrong.append(m.group(0))
         return n, wrong
