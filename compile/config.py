@@ -25,6 +25,7 @@ class OptimizeConfig:
     judge_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the judge; 'heuristic' for the LM-free HeuristicJudge."})
     judge_likelihood: bool = field(default=False, metadata={"help": "judge_lm: heuristic only: move utility by the gain in the (local) predictor's log-likelihood of the gold with the reason over without it (one forward pass per reason)."})
     predictor_lm: str | None = field(default=None, metadata={"help": "LM spec of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
+    student_tokenizer: str | None = field(default=None, metadata={"help": "Evidence teacher: tokenizer that measures the 80-token reason budget: 'embedded' (the embedded Gemma 3 270M), a tokenizer.json path or a Hugging Face model folder; default a length estimate."})
     predict_candidates: bool = field(default=True, metadata={"help": "Run the predictor on every candidate reason (prediction, likelihood utility in candidates.jsonl); false skips these LM calls (fast LM-free candidate phase)."})
     motives: bool = field(default=False, metadata={"help": "Synthetic data only: the latent-motive world (careers.motives) instead of the second-order Markov chain."})
     api_base: str | None = field(default=None, metadata={"help": "API base URL for remote teacher/judge LMs (vLLM/SGLang/Ollama)."})

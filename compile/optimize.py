@@ -164,7 +164,30 @@ def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transit
         return None
     rewrite = config.teacher_lm.partition("+")[2] or None
     rewrite_lm = resolve_lm(_lm_spec(rewrite, config)) if rewrite else None
-    return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm)
+    return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm,
+                           tokenizer=load_tokenizer(config.student_tokenizer))
+
+
+def load_tokenizer(spec: str | None) -> Any:
+    """The tokenizer of ``student_tokenizer`` (see the config help), or None for the length estimate.
+
+    Raises:
+        FileNotFoundError: A path that holds no tokenizer.
+    """
+    if not spec:
+        return None
+    from tokenizers import Tokenizer
+
+    if spec == "embedded":
+        from lms.model_store import embedded_model_dir
+
+        path = Path(embedded_model_dir()) / "tokenizer.json"
+    else:
+        path = Path(spec)
+        path = path / "tokenizer.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"student_tokenizer {spec!r}: {path} not found; give a tokenizer.json or a model folder.")
+    return Tokenizer.from_file(str(path))
 
 
 def offline_summary(candidates: list[dict], oracles: dict[str, dict], summary: dict) -> dict:

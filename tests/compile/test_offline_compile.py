@@ -70,3 +70,11 @@ def test_config_rejects_misplaced_offline_roles(tmp_path, field, value, match):
 def test_motives_need_the_synthetic_dataset(tmp_path):
     with pytest.raises(ValueError, match="motives: true needs dataset: synthetic"):
         compile_data(config(tmp_path, dataset="nlsy79"))
+
+
+def test_student_tokenizer_spec(tmp_path):
+    from compile.optimize import load_tokenizer
+
+    assert load_tokenizer(None) is None
+    with pytest.raises(FileNotFoundError, match="student_tokenizer"):
+        load_tokenizer(str(tmp_path))
