@@ -203,7 +203,7 @@ class EvidenceTeacher(dspy.Module):
         diff = (cat > typical) - (cat < typical)
         rel = {1: "more schooling than", 0: "about the schooling", -1: "less schooling than"}[diff]
         what = "typical of" if diff == 0 else "is typical of"
-        return (f"Their {level.lower()} is {rel} {what} {self._otitle(code)}, where most workers have "
+        return (f"Their education ({level.lower()}) is {rel} {what} {self._otitle(code)}, where most workers have "
                 f"{RL_WORDS[typical]}."), diff
 
     # ------------------------------------------------------------------ patterns
