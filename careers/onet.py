@@ -250,6 +250,13 @@ class OnetTaxonomy:
             return code[:2] + "-0000" if level == "major" else code[:7]
         return parents[level] or parents["detailed"]
 
+    def typical_education(self, code: str) -> int | None:
+        """The O*NET Required Level of Education category (scale RL, 1-12) most workers of ``code`` hold, or None."""
+        dist = self.education.get(code)
+        if not dist:
+            return None
+        return max(sorted(dist), key=lambda c: dist[c])
+
     def job_zone(self, code: str) -> int | None:
         """The Job Zone (1-5) of an occupation, when O*NET rates it."""
         occ = self.occupations.get(code)

@@ -312,6 +312,7 @@ def load_synthetic(
     fractions: Iterable[float] = DEFAULT_FRACTIONS,
     min_history_jobs: int = 1,
     taxonomy: OnetTaxonomy | None = None,
+    motives: bool = False,
     **generator_kwargs: Any,
 ) -> DatasetSplits:
     """Generates ``n_persons`` synthetic careers and splits their transitions by person.
@@ -323,6 +324,9 @@ def load_synthetic(
         fractions: Train/dev/test shares of persons.
         min_history_jobs: Fewest jobs before a transition for it to become an example.
         taxonomy: A loaded taxonomy (else loaded from ``data_dir``).
+        motives: Use the latent-motive world (:class:`careers.motives.MotiveCareerGenerator`, which adds
+            ``next_distribution_given_motive``, ``motive`` and ``motive_posterior`` to every example and the
+            ``perfect_reason_accuracy`` ceiling to ``stats``); False keeps the second-order chain.
         **generator_kwargs: Passed to :class:`SyntheticCareerGenerator` (``p_stay``, ``p_return``, ...).
 
     Returns:
@@ -332,8 +336,15 @@ def load_synthetic(
         raise ValueError(f"n_persons must be positive, got {n_persons}")
     fr = check_fractions(fractions)
     tax = taxonomy or OnetTaxonomy.load(data_dir)
-    gen = SyntheticCareerGenerator(tax, seed, **generator_kwargs)
+    if motives:
+        from careers.motives import MotiveCareerGenerator, bayes_ceilings
+
+        gen = MotiveCareerGenerator(tax, seed, **generator_kwargs)
+    else:
+        gen = SyntheticCareerGenerator(tax, seed, **generator_kwargs)
     examples = gen.generate(n_persons, min_history_jobs)
-    stats = {"persons": n_persons, "transitions": len(examples),
+    stats = {"persons": n_persons, "transitions": len(examples), "motives": bool(motives),
              "bayes_optimal_accuracy": round(bayes_optimal_accuracy(examples), 4) if examples else None}
+    if motives and examples:
+        stats["perfect_reason_accuracy"] = round(bayes_ceilings(examples)["perfect_reason"], 4)
     return DatasetSplits.from_examples(examples, seed=seed, fractions=fr, name="synthetic", stats=stats)

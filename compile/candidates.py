@@ -107,12 +107,15 @@ def make_candidate(example: dspy.Example, index: int, steps: CandidateSteps, ret
     try:
         record["reason"] = sample_reason(example, index, steps, retries)
         pred = with_retries(lambda: steps.predict(example, record["reason"]), retries, what="predictor")
-        record["prediction"] = {
-            "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
-            "matched": bool(pred.get("matched", pred.get("onet_code") is not None)),
-        }
-        codes = set(record["gold_codes"] or [record["gold_onet_code"]])
-        record["predicted_correct"] = record["prediction"]["onet_code"] in codes
+        if pred.get("skipped"):
+            record["predicted_correct"] = None  # predict_candidates: false
+        else:
+            record["prediction"] = {
+                "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
+                "matched": bool(pred.get("matched", pred.get("onet_code") is not None)),
+            }
+            codes = set(record["gold_codes"] or [record["gold_onet_code"]])
+            record["predicted_correct"] = record["prediction"]["onet_code"] in codes
         judgement = with_retries(lambda: steps.judge(example, record["reason"]), retries, what="judge")
         record.update(_judged_fields(judgement))
         record["signals"] = steps.signals(example, record["reason"], pred)

@@ -31,6 +31,7 @@ import dspy
 
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
+from careers.transitions import TransitionStats
 from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates
 from compile.config import OptimizeConfig
 from compile.export import export_traces
@@ -38,9 +39,11 @@ from compile.optimizers import build_optimizer, compile_program
 from compile.report import write_data_card, write_report
 from compile.selection import SelectionRule, dpo_pairs, score_summary, select_oracles
 from metrics.grounding import grounding_check, likelihood_utility
+from metrics.heuristic_judge import HeuristicJudge, TitleIndex, gold_supported, implied_occupations
 from metrics.judge import ReasonJudge
 from metrics.judge_metric import JudgeMetric
-from programs.next_occupation import NextOccupation, is_local_lm
+from programs.evidence_teacher import EvidenceTeacher
+from programs.next_occupation import NextOccupation, is_local_lm, resolve_lm
 from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
 from programs.scoring import score_program
 from signatures.rationalize import GenerateReasonFromGold
@@ -48,15 +51,41 @@ from signatures.rationalize import GenerateReasonFromGold
 logger = logging.getLogger(__name__)
 
 
-def compile_splits(config: OptimizeConfig) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
-    """The train/dev/test examples of a compile run (seeded per-person samples); reused by distill's evaluation."""
+def compile_data(config: OptimizeConfig) -> tuple[Any, list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
+    """The dataset splits and the train/dev/test examples of a compile run (seeded per-person samples)."""
     from careers.datasets import load_dataset
 
-    kwargs = {"n_persons": config.synthetic_persons} if config.dataset == "synthetic" else {}
+    kwargs: dict[str, Any] = {}
+    if config.dataset == "synthetic":
+        kwargs["n_persons"] = config.synthetic_persons
+        if config.motives:
+            kwargs["motives"] = True
+    elif config.motives:
+        raise ValueError(f"motives: true needs dataset: synthetic (got {config.dataset!r}).")
     splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
-    return (sample_per_person(splits.train, config.n_train, config.seed),
+    return (splits, sample_per_person(splits.train, config.n_train, config.seed),
             sample_per_person(splits.dev, config.n_dev, config.seed + 1),
             sample_per_person(splits.test, config.n_test, config.seed + 2))
+
+
+def training_statistics(splits: Any) -> TransitionStats:
+    """Transition statistics of the whole training split of ``splits`` (dev and test persons never enter them)."""
+    return TransitionStats.fit(splits.train)
+
+
+def compile_splits(config: OptimizeConfig) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
+    """The train/dev/test examples of a compile run (seeded per-person samples); reused by distill's evaluation."""
+    return compile_data(config)[1:]
+
+
+def program_lm_spec(config: OptimizeConfig) -> str:
+    """The LM spec of the program's steps: ``predictor_lm``, else the teacher's LM (Gemma for the evidence teacher)."""
+    if config.predictor_lm:
+        return config.predictor_lm
+    return DEFAULT_PROGRAM_LM if config.evidence_teacher else config.teacher_lm
+
+
+DEFAULT_PROGRAM_LM = "local:gemma-3-270m"
 
 
 def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
@@ -68,13 +97,19 @@ def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
     return out
 
 
-def build_steps(program: NextOccupation, judge: ReasonJudge, config: OptimizeConfig) -> CandidateSteps:
-    """The teacher/predictor/judge callables of one candidate."""
+def build_steps(program: NextOccupation, judge: Any, config: OptimizeConfig, teacher: Any = None
+                ) -> CandidateSteps:
+    """The teacher/predictor/judge callables of one candidate (``teacher``: an EvidenceTeacher, else the LM)."""
     taxonomy = program.taxonomy
     rationalizer = dspy.Predict(GenerateReasonFromGold)
     sampling = {"temperature": config.temperature}
+    index = TitleIndex(taxonomy, getattr(judge, "stats", None) or getattr(teacher, "stats", None))
 
     def reason(example: dspy.Example, index: int) -> str:
+        if teacher is not None:
+            return teacher(history=example.history, career=example.get("career"), occupation=example.occupation,
+                           onet_code=example.get("onet_code"), gold_codes=example.get("gold_codes"),
+                           candidate=index, n=config.candidates_per_person, rationalize=config.rationalize).reason
         cfg = {**sampling, "rollout_id": config.seed * 100_003 + index + 1}
         with dspy.context(lm=program.reasoner_lm or dspy.settings.lm):
             if config.rationalize:
@@ -82,23 +117,91 @@ def build_steps(program: NextOccupation, judge: ReasonJudge, config: OptimizeCon
             return program.reasoner(history=example.history, config=cfg).reason
 
     def predict(example: dspy.Example, text: str) -> dspy.Prediction:
+        if not config.predict_candidates:
+            return dspy.Prediction(occupation=None, onet_code=None, matched=False, skipped=True)
         with dspy.context(lm=program.predictor_lm or dspy.settings.lm):
             raw = program.predictor(history=example.history, reason=text).occupation
         match = taxonomy.normalize(str(raw or ""))
         return dspy.Prediction(occupation=match.title or raw, onet_code=match.code, matched=match.matched)
 
     def judge_step(example: dspy.Example, text: str) -> dspy.Prediction:
-        return judge(history=example.history, reason=text, occupation=example.occupation)
+        extra = {"gold_codes": example.get("gold_codes")} if getattr(judge, "accepts_gold_codes", False) else {}
+        return judge(history=example.history, reason=text, occupation=example.occupation, **extra)
 
     def signals(example: dspy.Example, text: str, pred: dspy.Prediction) -> dict:
         ground = grounding_check(text, example.history)
-        out = {"grounding": round(ground.score, 3), "ungrounded": ground.ungrounded_texts}
+        implied = implied_occupations(text, example.history, index)
+        gold = list(example.get("gold_codes") or [example.get("onet_code")])
+        out = {"grounding": round(ground.score, 3), "ungrounded": ground.ungrounded_texts, "implied": implied,
+               "gold_supported": gold_supported(implied, gold)}
         lm = program.predictor_lm
-        if is_local_lm(lm):
+        if config.predict_candidates and is_local_lm(lm):
             out["likelihood_utility"] = likelihood_utility(lm, example.history, text, example.occupation)
         return out
 
     return CandidateSteps(reason=reason, predict=predict, judge=judge_step, signals=signals)
+
+
+def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: TransitionStats | None,
+                judge_lm: Any = None, predictor_lm: Any = None) -> Any:
+    """The judge of a run: the LM-free :class:`HeuristicJudge` for ``judge_lm: heuristic``, else the LM judge."""
+    if judge_lm is None and config.judge_lm == "heuristic":
+        likelihood_lm = predictor_lm if config.judge_likelihood and is_local_lm(predictor_lm) else None
+        if config.judge_likelihood and likelihood_lm is None:
+            logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
+        return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,
+                              predictor_lm=likelihood_lm)
+    return ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
+                       thresholds=config.thresholds, retries=1)
+
+
+def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: TransitionStats | None,
+                  teacher: Any = None) -> EvidenceTeacher | None:
+    """The EvidenceTeacher of ``teacher_lm: evidence[+lm]`` (or the given one), else None (the LM teacher)."""
+    if teacher is not None:
+        return teacher
+    if not config.evidence_teacher:
+        return None
+    rewrite = config.teacher_lm.partition("+")[2] or None
+    rewrite_lm = resolve_lm(_lm_spec(rewrite, config)) if rewrite else None
+    return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm,
+                           tokenizer=load_tokenizer(config.student_tokenizer))
+
+
+def load_tokenizer(spec: str | None) -> Any:
+    """The tokenizer of ``student_tokenizer`` (see the config help), or None for the length estimate.
+
+    Raises:
+        FileNotFoundError: A path that holds no tokenizer.
+    """
+    if not spec:
+        return None
+    from tokenizers import Tokenizer
+
+    if spec == "embedded":
+        from lms.model_store import embedded_model_dir
+
+        path = Path(embedded_model_dir()) / "tokenizer.json"
+    else:
+        path = Path(spec)
+        path = path / "tokenizer.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"student_tokenizer {spec!r}: {path} not found; give a tokenizer.json or a model folder.")
+    return Tokenizer.from_file(str(path))
+
+
+def offline_summary(candidates: list[dict], oracles: dict[str, dict], summary: dict) -> dict:
+    """``judge_histograms``, ``grounding_pass_rate`` and ``oracle_gold_support_rate`` of a run."""
+    from compile.selection import latest_records
+
+    made = [c for c in latest_records(candidates) if not c.get("error") and c.get("signals")]
+    grounded = [c for c in made if c["signals"].get("grounding") == 1.0]
+    supported = [o for o in oracles.values() if (o.get("signals") or {}).get("gold_supported")]
+    return {
+        "judge_histograms": {c: summary[c]["histogram"] for c in ("factuality", "coherence", "utility")},
+        "grounding_pass_rate": round(len(grounded) / len(made), 4) if made else None,
+        "oracle_gold_support_rate": round(len(supported) / len(oracles), 4) if oracles else None,
+    }
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -118,7 +221,7 @@ def _with_oracle_reasons(train: list[dspy.Example], oracles: dict[str, dict]) ->
     return out
 
 
-def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: Any = None,
+def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: Any = None, teacher: Any = None,
                  on_phase: Callable[[str, dict], None] | None = None) -> dict[str, Any]:
     """Runs the compile pipeline (see the module docstring) and returns its results dict.
 
@@ -126,6 +229,8 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         config: The run configuration.
         teacher_lm: A ready ``dspy.LM`` to use instead of ``config.teacher_lm`` (tests, notebooks).
         judge_lm: A ready ``dspy.LM`` to use instead of ``config.judge_lm``.
+        teacher: A ready :class:`~programs.evidence_teacher.EvidenceTeacher` (its statistics fitted on the training
+            split) to use instead of ``config.teacher_lm``.
         on_phase: Called as ``on_phase(name, partial_results)`` after the candidates phase (e.g. an Optuna
             trial reporting an intermediate value); it may raise to stop the run.
     """
@@ -135,16 +240,19 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
     try:
         write_config(run_dir, config)
         taxonomy = OnetTaxonomy.load(config.data_dir)
-        train, dev, test = compile_splits(config)
+        splits, train, dev, test = compile_data(config)
         if not train:
             raise ValueError(f"dataset {config.dataset!r} has no training examples.")
         logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),
                     config.dataset)
-
-        program = NextOccupation(mode="two_step", lm=teacher_lm or _lm_spec(config.teacher_lm, config),
-                                 taxonomy=taxonomy)
-        judge = ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
-                            thresholds=config.thresholds, retries=1)
+        stats = None
+        if teacher is not None or config.evidence_teacher or (judge_lm is None and config.judge_lm == "heuristic"):
+            stats = getattr(teacher, "stats", None) or training_statistics(splits)
+            stats.save(run_dir / "transitions.json")
+        teacher = build_teacher(config, taxonomy, stats, teacher)
+        lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config)
+        program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
+        judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
         rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
         phases: dict[str, float] = {}
 
@@ -155,13 +263,16 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path) if not r.get("error")} \
             if path.exists() else set()
         with JsonlWriter(path) as writer:
-            cstats = generate_candidates(train, build_steps(program, judge, config), writer,
+            cstats = generate_candidates(train, build_steps(program, judge, config, teacher), writer,
                                          n=config.candidates_per_person, done=done, retries=config.retries,
                                          max_errors=config.max_errors, threads=config.threads)
         candidates = read_jsonl(path)
         oracles, missing = select_oracles(candidates, rule)
         pairs = dpo_pairs(candidates, rule)
         summary = score_summary(candidates, rule)
+        offline = offline_summary(candidates, oracles, summary)
+        logger.info("judge histograms %s, grounding pass rate %s, oracle gold-support rate %s",
+                    offline["judge_histograms"], offline["grounding_pass_rate"], offline["oracle_gold_support_rate"])
         phases["candidates"] = round(time.perf_counter() - t0, 1)
         if on_phase is not None:
             on_phase("candidates", {"selection": summary, "oracles": len(oracles), "train": len(train)})
@@ -211,7 +322,7 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
 
         results = {
             "run_dir": str(run_dir), "config": asdict(config), "candidates": cstats, "selection": summary,
-            "oracles": len(oracles), "examples_without_oracle": len(missing), "dpo_pairs": len(pairs),
+            **offline, "oracles": len(oracles), "examples_without_oracle": len(missing), "dpo_pairs": len(pairs),
             "exports": counts, "evaluation": evals, "phases_seconds": phases,
             "seconds": round(time.perf_counter() - t_start, 1),
         }

@@ -92,6 +92,9 @@ def write_report(path: Path, results: dict) -> None:
         f"- oracle reasons: {results['oracles']}; examples without one: {results['examples_without_oracle']}; "
         f"DPO pairs: {results['dpo_pairs']}",
         f"- exports: {results['exports']}",
+        f"- grounding pass rate: {_fmt(results.get('grounding_pass_rate'))}; oracle gold-support rate: "
+        f"{_fmt(results.get('oracle_gold_support_rate'))}; judge histograms (counts of 1-5): "
+        + "; ".join(f"{c} {list((results.get('judge_histograms') or {}).get(c, {}).values())}" for c in CRITERIA),
         "",
         "## Zero-shot vs optimized program",
         "",

@@ -8,11 +8,13 @@ Three lines on the embedded default model::
 """
 
 from programs.baselines import FrequencyBaseline, MarkovBaseline, ReturnAwareMarkov
+from programs.evidence_teacher import EvidenceTeacher
 from programs.factory import build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 
 __all__ = [
+    "EvidenceTeacher",
     "FrequencyBaseline",
     "HybridNextOccupation",
     "MarkovBaseline",
