@@ -63,6 +63,12 @@ def _entry_errors(exc: ValidationError) -> str:
     return "; ".join("end_year: " + part[len("history: "):] if part.startswith("history: ") else part
                      for part in _format_errors(exc).split("; "))
 
+def _short(value, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters so an error never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 CSV_COLUMNS = ("person_id", "kind", "title", "level", "employer", "field", "institution", "start_year", "end_year",
                "onet_code")
 CSV_REQUIRED = ("person_id", "kind")
@@ -226,13 +232,13 @@ def _read_csv(path: Path) -> Iterable[tuple[str, CareerHistory, Job | None, str]
                     if kind == "job":
                         entry["jobs"].append(job)
                     elif entry["next"] is not None:
-                        raise ValueError(f"{where}: kind: person {pid!r} has more than one 'next' row")
+                        raise ValueError(f"{where}: kind: person {_short(pid)} has more than one 'next' row")
                     else:
                         entry["next"] = job
                 elif kind == "education":
                     entry["education"].append(Education.model_validate({k: _cell(row, k) for k in EDU_FIELDS}))
                 else:
-                    raise ValueError(f"{where}: kind must be 'job', 'education' or 'next', got {row.get('kind')!r}")
+                    raise ValueError(f"{where}: kind must be 'job', 'education' or 'next', got {_short(row.get('kind'))}")
             except ValidationError as exc:
                 raise ValueError(f"{where}: {_entry_errors(exc)}") from None
     for pid, entry in persons.items():
@@ -308,7 +314,7 @@ def load_user_data(
         raise ValueError(str(exc)) from None
     for where, history, final, final_field in records:
         if history.person_id in seen:
-            raise ValueError(f"{where}: person_id {history.person_id!r} already used at {seen[history.person_id]}")
+            raise ValueError(f"{where}: person_id {_short(history.person_id)} already used at {seen[history.person_id]}")
         seen[history.person_id] = where
         stats["persons"] += 1
         examples.extend(_examples(history, final, final_field, gold, where, min_history_jobs, keep_unlabeled, stats))
