@@ -4,7 +4,7 @@ One invocation writes one run directory (``--output-dir``/``--run-name``; re-usi
 
 1. ``candidates.jsonl`` -- N judged candidate reasons per training example (:mod:`compile.candidates`), appended and
    flushed; the best passing one per example is its oracle reason (:mod:`compile.selection`).
-2. ``program.json`` + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
+2. ``program.json`` + ``nextocc.json`` (``NextOccupation.load(run_dir)``) + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
    the training split (oracle reasons serve as labeled demos); zero-shot and optimized programs are scored on
    dev/test.
 3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``sft_direct.jsonl``, ``dpo_reason.jsonl``
@@ -40,7 +40,7 @@ from compile.selection import SelectionRule, dpo_pairs, score_summary, select_or
 from metrics.grounding import grounding_check, likelihood_utility
 from metrics.judge import ReasonJudge
 from metrics.judge_metric import JudgeMetric
-from programs.next_occupation import NextOccupation, is_local_lm
+from programs.next_occupation import MANIFEST_FILE, NextOccupation, is_local_lm
 from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
 from programs.scoring import score_program
 from signatures.rationalize import GenerateReasonFromGold
@@ -66,6 +66,10 @@ def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
     if config.api_base:
         out["api_base"] = config.api_base
     return out
+
+
+def _abs_dir(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path and Path(path).is_dir() else None
 
 
 def build_steps(program: NextOccupation, judge: ReasonJudge, config: OptimizeConfig) -> CandidateSteps:
@@ -184,6 +188,8 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         else:
             optimized = compile_program(optimizer, zero_shot, _with_oracle_reasons(train, oracles), dev, config)
             optimized.save(str(program_path))
+        # nextocc.json beside program.json: NextOccupation.load(run_dir) restores the optimized program
+        write_json(run_dir / MANIFEST_FILE, {**optimized.manifest(), "data_dir": _abs_dir(config.data_dir)})
         evals: dict[str, Any] = {}
         for name, prog in (("zero_shot", zero_shot), ("optimized", optimized)):
             for split, exs in (("dev", dev), ("test", test)):
