@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
@@ -21,9 +22,9 @@ class OptimizeConfig:
     synthetic_persons: int = field(default=600, metadata={"help": "Persons generated when dataset is synthetic."})
     # program and LMs
     mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
-    teacher_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the teacher that writes candidate reasons (lms.resolve_lm)."})
-    judge_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the judge."})
-    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote teacher/judge LMs (vLLM/SGLang/Ollama)."})
+    teacher_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the teacher that writes candidate reasons: a spec string or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries} (YAML, or YAML flow text as a flag)."})
+    judge_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the judge: a spec string or a mapping like teacher_lm (e.g. {model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY})."})
+    api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote teacher/judge string specs (a mapping's own api_base wins)."})
     max_tokens: int = field(default=96, metadata={"help": "Max new tokens per generated field."})
     # candidates
     candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})
@@ -54,6 +55,10 @@ class OptimizeConfig:
     run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
 
     def __post_init__(self):
+        from programs.run_dir import check_lm_spec
+
+        self.teacher_lm = check_lm_spec(self.teacher_lm, "teacher_lm")
+        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if self.optimizer not in OPTIMIZERS:

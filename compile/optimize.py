@@ -59,12 +59,11 @@ def compile_splits(config: OptimizeConfig) -> tuple[list[dspy.Example], list[dsp
             sample_per_person(splits.test, config.n_test, config.seed + 2))
 
 
-def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
-    if spec.startswith("local"):
-        return spec
-    out: dict[str, Any] = {"model": spec, "max_tokens": config.max_tokens}
-    if config.api_base:
-        out["api_base"] = config.api_base
+def _lm_spec(spec: Any, config: OptimizeConfig, role: str = "lm") -> Any:
+    """A role's spec with the run's defaults (``--api_base``, ``--max_tokens``) for remote models."""
+    from lms.resolve import lm_spec
+
+    out = lm_spec(spec, role=role, api_base=config.api_base, max_tokens=config.max_tokens)
     return out
 
 
@@ -145,9 +144,9 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),
                     config.dataset)
 
-        program = NextOccupation(mode="two_step", lm=teacher_lm or _lm_spec(config.teacher_lm, config),
+        program = NextOccupation(mode="two_step", lm=teacher_lm or _lm_spec(config.teacher_lm, config, "teacher_lm"),
                                  taxonomy=taxonomy)
-        judge = ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
+        judge = ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config, "judge_lm"), weights=config.weights,
                             thresholds=config.thresholds, retries=1)
         rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
         phases: dict[str, float] = {}

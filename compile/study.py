@@ -40,6 +40,9 @@ class CompileStudyConfig:
     """Optuna study over compile runs (search space, sampler, pruner, storage)."""
 
     compile_config: str | None = field(default=None, metadata={"help": "YAML of OptimizeConfig fields every trial starts from."})
+    teacher_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "Teacher LM of every trial (string or mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}); overrides compile_config."})
+    judge_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "Judge LM of every trial (string or mapping); overrides compile_config."})
+    api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote string specs of every trial; overrides compile_config."})
     study_name: str = field(default="compile", metadata={"help": "Optuna study name (shared by all workers)."})
     study_dir: str = field(default="runs/compile_study", metadata={"help": "Folder of trial runs, plots and the best config."})
     storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL (default: sqlite:///<study_dir>/study.db)."})
@@ -73,6 +76,9 @@ def base_compile_config(config: CompileStudyConfig) -> dict[str, Any]:
     if config.compile_config:
         values = dataclasses.asdict(load_config(OptimizeConfig, ["--config", config.compile_config]))
     values["run_name"] = None
+    for role in ("teacher_lm", "judge_lm", "api_base"):
+        if getattr(config, role) is not None:
+            values[role] = getattr(config, role)
     OptimizeConfig(**values)
     return values
 

@@ -213,7 +213,8 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
                "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
                "students": students, "completion_head": any(s.get("completion_head") for s in stages.values())}
     if not main:  # merge, evaluation and every report belong to the main process
-        return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"}}
+        return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"},
+                "main_process": False}
     if config.merge:
         from finetune.artifacts import merge_adapter
 
@@ -317,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if results.get("main_process") is False:  # another rank of accelerate launch: the main process reports
+        return 0
     print(f"run directory: {results['run_dir']}")
     print((Path(results["run_dir"]) / "report.md").read_text(encoding="utf-8"))
     return 0

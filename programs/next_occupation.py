@@ -276,6 +276,9 @@ class NextOccupation(dspy.Module):
         top1: Where ``occupation`` comes from: ``"answer"`` (default), the LM's generated text, normalized; or
             ``"ranked"``, the best option of the local engine's exact ranking when it is available (greedy decoding
             and exact ranking can disagree; ``"ranked"`` makes AccEM agree with Acc@1). Falls back to the answer.
+        server_constraint: The occupation constraint sent to a served ``hosted_vllm/...`` predictor
+            (:mod:`programs.serving`): ``"auto"`` (vLLM ``structured_outputs``), ``"guided_choice"`` (older vLLM),
+            ``"structured_outputs"`` or ``"off"``.
     """
 
     SHARED_ATTRS = ("reasoner_lm", "predictor_lm", "_taxonomy", "baseline")
@@ -291,8 +294,14 @@ class NextOccupation(dspy.Module):
         data_dir: str | os.PathLike | None = None,
         k: int = 5,
         top1: str = "answer",
+        server_constraint: str = "auto",
     ):
         super().__init__()
+        from programs.serving import STYLES
+
+        if server_constraint not in STYLES:
+            raise ValueError(f"server_constraint must be one of {STYLES}, got {server_constraint!r}")
+        self.server_constraint = server_constraint
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(k, int) or k < 1:
@@ -391,12 +400,12 @@ class NextOccupation(dspy.Module):
                 reason = self.reasoner(history=text, **extra).reason
             inputs = {"history": text, **extra, "reason": reason}
             with _lm_context(self.predictor_lm):
-                out = self.predictor(**inputs)
+                out = self.predictor(**inputs, **self._server_config())
             prefix = None
         else:
             inputs = {"history": text, **extra}
             with _lm_context(self.predictor_lm):
-                out = self.predictor(**inputs)
+                out = self.predictor(**inputs, **self._server_config())
             if self.mode == "joint":
                 reason = out.reason
             prefix = {"reason": reason} if self.mode == "joint" else None
@@ -405,6 +414,16 @@ class NextOccupation(dspy.Module):
         for key, value in extra.items():
             pred[key] = value
         return pred
+
+    def _server_config(self) -> dict[str, Any]:
+        """``{"config": {"extra_body": ...}}`` constraining a served predictor's occupation to the titles, else {}."""
+        from programs.serving import is_served, request_config
+
+        lm = self.predictor_lm or dspy.settings.lm
+        if self.server_constraint == "off" or not is_served(lm):
+            return {}
+        cfg = request_config(lm, self.predictor.signature, self.taxonomy.titles, self.server_constraint)
+        return {"config": cfg} if cfg else {}
 
     def _finish(self, raw: Any, inputs: dict, prefix: dict | None) -> dspy.Prediction:
         raw = "" if raw is None else str(raw).strip()
@@ -420,8 +439,11 @@ class NextOccupation(dspy.Module):
         elif not match.matched:
             logger.warning("Occupation answer %r matches no O*NET-SOC 2019 title; kept as text (scored as a miss).",
                            raw)
+        lm = self.predictor_lm or dspy.settings.lm
+        constraint = "local" if is_local_lm(lm) else "server" if self._server_config() else "none"
         return dspy.Prediction(occupation=occupation, onet_code=code, ranked=local or self._rank_text(raw),
-                               matched=matched, raw_occupation=raw, method=method)
+                               matched=matched, raw_occupation=raw, method=method,
+                               ranking="exact" if local else "text", constraint=constraint)
 
     def _rank_text(self, raw: str) -> list[tuple[str, float]]:
         if not raw:
@@ -457,6 +479,7 @@ class NextOccupation(dspy.Module):
             "lms": dict(self.lm_specs),
             "k": self.k,
             "top1": self.top1,
+            "server_constraint": self.server_constraint,
             "data_dir": self.data_dir,
             "program": PROGRAM_FILE,
         }
@@ -482,7 +505,7 @@ class NextOccupation(dspy.Module):
     @classmethod
     def _manifest_options(cls, manifest: dict) -> dict[str, Any]:
         return {"mode": manifest.get("mode", "two_step"), "k": int(manifest.get("k", 5)),
-                "top1": manifest.get("top1", "answer")}
+                "top1": manifest.get("top1", "answer"), "server_constraint": manifest.get("server_constraint", "auto")}
 
     @classmethod
     def _load_run_dir(

@@ -27,13 +27,13 @@ PACKAGES = ("nextocc", "torch", "transformers", "trl", "peft", "accelerate", "da
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, strip: bool = True) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10,
                              check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.strip() if strip else out.stdout
 
 
 @lru_cache(maxsize=1)
@@ -42,7 +42,7 @@ def git_info() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     if not commit:
         return {"commit": None, "branch": None, "dirty": None, "dirty_files": None}
-    status = _git("status", "--porcelain", "--untracked-files=no") or ""
+    status = _git("status", "--porcelain", "--untracked-files=no", strip=False) or ""
     changed = [line[3:] for line in status.splitlines() if line.strip()]
     return {"commit": commit, "branch": _git("rev-parse", "--abbrev-ref", "HEAD"), "dirty": bool(changed),
             "dirty_files": changed[:50]}

@@ -96,6 +96,22 @@ def _provenance(path: Path) -> None:
         logger.warning("Could not write %s/provenance.json: %s", path, exc)
 
 
+def check_lm_spec(value: Any, role: str) -> Any:
+    """A config's per-role LM spec, validated (:func:`lms.resolve.lm_spec`): a plain string is kept as is (and
+    ``lms`` is not imported for it); YAML mapping text becomes a mapping.
+
+    Raises:
+        ValueError: For an invalid spec, naming the role.
+    """
+    if value is None or (isinstance(value, str) and not value.strip().startswith("{")):
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"{role}: the LM spec is empty.")
+        return value
+    from lms.resolve import lm_spec
+
+    return lm_spec(value, role=role)
+
+
 def _plain(obj: Any) -> Any:
     """YAML/JSON-safe copy: dataclasses and mappings to dicts, tuples to lists, paths to strings."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

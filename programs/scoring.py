@@ -108,6 +108,15 @@ def score_program(
     scored = evaluate_predictions(examples, preds, taxonomy, ks=ks)
     rows = scored.pop("per_example")
     scored["errors"] = sum(1 for p in preds if p.get("error"))
+    # how ranked lists were made (exact local ranking, text similarity, a baseline's probabilities) and how the
+    # occupation was constrained (local engine, server-side guided choice, none): Acc@k/MRR depend on it
+    for key, default in (("ranking", "baseline"), ("constraint", "none")):
+        counts: dict[str, int] = {}
+        for p in preds:
+            if not p.get("error"):
+                value = p.get(key) or default
+                counts[value] = counts.get(value, 0) + 1
+        scored[f"{key}_methods"] = counts
     verdicts: list[dict] = []
     if judge is not None:
         means, verdicts = judge_means(judge, examples, preds, threads=threads)
@@ -121,6 +130,7 @@ def score_program(
             "gold_occupation": ex.get("occupation"), "gold_codes": list(ex.get("gold_codes") or []),
             "reason": pred.get("reason"), "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
             "matched": pred.get("matched"), "ranked": [list(r) for r in pred.get("ranked") or []],
+            "ranking": pred.get("ranking"),
             "error": pred.get("error"), "scores": row,
             "judge": next(it) if (judge is not None and pred.get("reason")) else None,
         })

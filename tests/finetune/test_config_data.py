@@ -122,7 +122,12 @@ def test_unknown_trl_key_lists_the_valid_ones(tmp_path):
 
 def test_invalid_trl_value_fails_before_a_run_dir_exists(tmp_path, compile_run, capsys):
     out = tmp_path / "runs"
-    assert main(["--from_run", str(compile_run), "--optim", "no_such_optimizer", "--output_dir", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a flag: rejected by HfArgumentParser, as in TRL's scripts
+        main(["--from_run", str(compile_run), "--optim", "no_such_optimizer", "--output_dir", str(out)])
+    assert exit_info.value.code == 2 and "no_such_optimizer" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"from_run: {compile_run}\noutput_dir: {out}\noptim: no_such_optimizer\n")
+    assert main(["--config", str(cfg)]) == 2  # a YAML value: TRL's own validation, before anything is written
     assert "no_such_optimizer" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
 
