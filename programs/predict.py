@@ -15,7 +15,7 @@ directory: a saved program, a ``compile.optimize`` run, a ``finetune.distill`` r
 
 The run directory gets ``predictions.jsonl`` (one record per history: reason, occupation, O*NET code, ranked titles
 with scores and O*NET OnLine links, the ranking method), appended and flushed per record, so re-running the same
-``--run_name`` resumes and skips the ids already predicted; ``summary.json`` (counts, skipped lines with
+``--run_name`` resumes and skips the ids already predicted (a CSV person with an invalid row is skipped whole); ``summary.json`` (counts, skipped lines with
 ``file:line`` and the reason, seconds); ``config.yaml`` and ``provenance.json``. ``--on_bad_lines error`` (default)
 stops at the first invalid line naming it; ``skip`` reports and counts it. A run that predicts nothing exits non-zero.
 """
@@ -147,16 +147,21 @@ def _csv_records(path: Path):
                 elif kind != "next":  # a label row is allowed but not used
                     raise ValueError(f"kind must be 'job', 'education' or 'next', got {row.get('kind')!r}")
             except ValidationError as exc:
+                persons.get(pid, {})["bad"] = True
                 yield where, None, _entry_errors(exc)
             except ValueError as exc:
+                persons.get(pid, {})["bad"] = True
                 yield where, None, str(exc)
         for pid, entry in persons.items():
+            if entry.get("bad"):  # a history missing one of its rows would be predicted wrongly: skip the person
+                logger.warning("skipping person %s (%s): it has an invalid row", pid, entry["where"])
+                continue
             try:
                 history = CareerHistory.from_dict({"person_id": pid, "jobs": entry["jobs"],
                                                    "education": entry["education"]}, record=entry["where"])
                 yield entry["where"], history, None
             except ValueError as exc:
-                yield entry["where"], None, str(exc)[:300]
+                yield entry["where"], None, str(exc).removeprefix(f"{entry['where']}: ")[:300]
 
 
 def read_histories(path: str | Path, on_bad_lines: str = "error") -> tuple[list[tuple[str, Any]], list[dict]]:
@@ -241,7 +246,9 @@ def prediction_record(person_id: str, where: str, pred: Any, taxonomy: Any = Non
     """The JSON record of one prediction (ranked titles with O*NET codes, scores and O*NET OnLine links)."""
     ranked = []
     for title, score in pred.get("ranked") or []:
-        code = taxonomy.code_for_title(title) if taxonomy is not None else None
+        code = None
+        if taxonomy is not None:  # a baseline may name a code by its training title: normalize it
+            code = taxonomy.code_for_title(title) or taxonomy.normalize(title).code
         ranked.append({"title": title, "onet_code": code, "score": score,
                        "url": ONET_ONLINE.format(code=code) if code else None})
     code = pred.get("onet_code")

@@ -81,6 +81,16 @@ def test_student_runs_in_the_program(compile_run, tiny_model_dir, tmp_path, taxo
                            examples=[ex], taxonomy=taxonomy, program_mode="two_step")
     assert out["available"], out
     assert out["metrics"]["n"] == 1
+    # the distill run directory loads as the program on its student adapters (paths relative to the run)
+    from programs.next_occupation import NextOccupation
+
+    moved = tmp_path / "moved"
+    shutil.move(res["run_dir"], moved)
+    program = NextOccupation.load(moved, taxonomy=taxonomy)
+    assert program.mode == "two_step" and program.lm_specs["predictor"].endswith(f"{moved}/predict/adapter")
+    assert program.lm_specs["reasoner"].endswith(f"{moved}/reason/adapter")
+    assert program(ex.history).ranked  # runs (exact local ranking of the titles)
+    assert json.loads((moved / "provenance.json").read_text())["git"]["commit"]
 
 
 def test_study_resumes_after_interruption(compile_run, tiny_model_dir, tmp_path):
