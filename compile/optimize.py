@@ -1,6 +1,6 @@
 """``python -m compile.optimize``: oracle reasons, the optimized-prompt baseline, and TRL exports.
 
-One invocation writes one run directory (``--output-dir``/``--run-name``; re-using a name resumes):
+One invocation writes one run directory (``--output_dir``/``--run_name``; re-using a name resumes):
 
 1. ``candidates.jsonl`` -- N judged candidate reasons per training example (:mod:`compile.candidates`), appended and
    flushed; the best passing one per example is its oracle reason (:mod:`compile.selection`).

@@ -211,7 +211,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     results = {"run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
                "program_mode": program_mode or _compile_mode(config.from_run),
                "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
-               "students": students, "completion_head": any(s.get("completion_head") for s in stages.values())}
+               "students": students, "lora_r": config.lora_r, "completion_head": any(s.get("completion_head") for s in stages.values())}
     if not main:  # merge, evaluation and every report belong to the main process
         return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"},
                 "main_process": False}
@@ -293,6 +293,9 @@ def render_report(results: dict[str, Any]) -> str:
     if results.get("merged"):
         lines += ["", "Merged weights (serve with vLLM/SGLang):", ""]
         lines += [f"- {k}: `{v}`" for k, v in results["merged"].items()]
+    lines += ["", "Serve with vLLM (one server, one LoRA module per step) and run the program on it:", "", "```",
+              vllm_command(results), "```", "",
+              "```", predict_command(results), "```"]
     ev = results["evaluation"]
     lines += ["", "## Program evaluation (before vs after)", ""]
     if ev.get("before") and ev["before"].get("available"):
@@ -307,6 +310,36 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append(f"Not evaluated: {ev.get('reason')}. The adapters above are complete; evaluate them later with "
                      "`finetune.evaluate_student.evaluate_student`.")
     return "\n".join(lines) + "\n"
+
+
+def _adapter_modules(results: dict[str, Any]) -> dict[str, str]:
+    """``{module name: adapter folder}`` of the students (one module when both steps share the adapter)."""
+    out: dict[str, str] = {}
+    for role in ("reasoner", "predictor"):
+        adapter = results["students"][role].split("+", 1)[1]
+        name = Path(adapter).parent.name
+        out.setdefault(name, adapter)
+    return out
+
+
+def vllm_command(results: dict[str, Any]) -> str:
+    """The ``vllm serve`` command that serves the base model with the run's adapters as LoRA modules."""
+    mods = " ".join(f"{name}={path}" for name, path in _adapter_modules(results).items())
+    rank = results.get("lora_r") or 16
+    lora_rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+    return (f"vllm serve {results['base_folder']} --enable-lora --max-lora-rank {lora_rank} --lora-modules {mods} "
+            "--port 8000")
+
+
+def predict_command(results: dict[str, Any], api_base: str = "http://localhost:8000/v1") -> str:
+    """``programs.predict`` on the served modules (``hosted_vllm/<module>``; occupation constrained server-side)."""
+    names = {role: Path(results["students"][role].split("+", 1)[1]).parent.name for role in ("reasoner", "predictor")}
+    mode = results.get("program_mode") or "two_step"
+    lm = f"'{{model: hosted_vllm/{names['reasoner']}, api_base: {api_base}, temperature: 0}}'"
+    cmd = f"python -m programs.predict --program {mode} --lm {lm}"
+    if names["predictor"] != names["reasoner"]:
+        cmd += f" --predictor_lm '{{model: hosted_vllm/{names['predictor']}, api_base: {api_base}, temperature: 0}}'"
+    return cmd + " --input people.jsonl --output_dir runs/predict"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

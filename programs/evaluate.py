@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data-dir ../shared/data
+    python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data_dir ../shared/data
     python -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --max_examples 50
     python -m programs.evaluate --program joint --lm openai/gpt-4.1-mini --judge_lm openai/gpt-4.1-mini
     python -m programs.evaluate --config configs/eval.yaml --k 10

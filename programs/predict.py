@@ -106,7 +106,7 @@ def _jsonl_records(path: Path):
             except UnicodeDecodeError as exc:
                 yield where, None, f"not valid UTF-8 text (byte {exc.start + 1} of the line)"
             except json.JSONDecodeError as exc:
-                yield where, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                yield where, None, f"not valid JSON ({exc.msg} at character {min(exc.pos + 1, len(line.rstrip()))})"
             except (ValueError, RecursionError) as exc:
                 yield where, None, str(exc).removeprefix(f"{where}: ")[:300]
 
@@ -264,6 +264,12 @@ def _ranking_of(pred: Any) -> str:
     return "text"
 
 
+def _uses_lm(program: Any) -> bool:
+    from programs.next_occupation import NextOccupation
+
+    return isinstance(program, NextOccupation)
+
+
 def _taxonomy(program: Any, config: PredictConfig) -> Any:
     tax = getattr(program, "_taxonomy", None) or getattr(program, "taxonomy", None)
     if tax is not None:
@@ -303,13 +309,15 @@ def run_predict(config: PredictConfig, *, program: Any = None, inputs: tuple[str
         program, inputs = build_predictor(config)
     inputs = inputs or ("history",)
     taxonomy = _taxonomy(program, config)
+    threads = config.threads if _uses_lm(program) else 1  # LM-free baselines gain nothing from threads
+    t_predict = time.perf_counter()
     counts = {"predicted": 0, "failed": 0}
     methods: dict[str, int] = {}
     with JsonlWriter(out_path) as writer, tqdm(total=len(todo), desc="predict", unit="history") as bar:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start:start + config.batch_size]
             examples = [h.to_example() for _, h in chunk]
-            preds = predict_batch(program, examples, threads=config.threads, inputs=inputs)
+            preds = predict_batch(program, examples, threads=threads, inputs=inputs, progress=False)
             for (where, history), pred in zip(chunk, preds, strict=True):
                 record = prediction_record(history.person_id, where, pred, taxonomy)
                 writer.write(record)
@@ -320,6 +328,7 @@ def run_predict(config: PredictConfig, *, program: Any = None, inputs: tuple[str
         "input": str(config.input), "run_dir": str(run_dir), "histories": len(histories),
         "already_predicted": len(histories) - len(todo), "predicted": counts["predicted"],
         "failed": counts["failed"], "skipped_bad_lines": len(bad), "bad_lines": bad, "ranking": methods,
+        "setup_seconds": round(t_predict - t0, 2), "predict_seconds": round(time.perf_counter() - t_predict, 2),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json(run_dir / "summary.json", summary)
@@ -343,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in summary["bad_lines"]:
         print(f"skipped {item['where']}: {item['reason']}", file=sys.stderr)
     print(f"{summary['predicted']} predicted, {summary['failed']} failed, {summary['already_predicted']} already "
-          f"done, {summary['skipped_bad_lines']} bad lines skipped in {summary['seconds']} s")
+          f"done, {summary['skipped_bad_lines']} bad lines skipped in {summary['seconds']} s (setup "
+          f"{summary['setup_seconds']} s, predictions {summary['predict_seconds']} s)")
     print(f"run directory: {summary['run_dir']}")
     usable = summary["predicted"] + summary["already_predicted"]
     return 0 if usable > 0 else 1

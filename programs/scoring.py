@@ -29,7 +29,7 @@ def _failed(exc: Exception) -> dspy.Prediction:
 
 
 def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: int = 1,
-                  inputs: tuple[str, ...] | None = None) -> list[dspy.Prediction]:
+                  inputs: tuple[str, ...] | None = None, progress: bool = True) -> list[dspy.Prediction]:
     """Runs ``program`` on every example (in ``threads`` worker threads), in order.
 
     Args:
@@ -37,6 +37,7 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         examples: Examples whose ``inputs()`` (or the named ``inputs``) are passed as keyword arguments.
         threads: Worker threads.
         inputs: Field names to pass instead of ``example.inputs()``.
+        progress: Show DSPy's progress bar (``threads > 1``).
 
     Returns:
         One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
@@ -53,7 +54,7 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
 
     if threads <= 1:
         return [run(ex) for ex in examples]
-    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=False,
+    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=not progress,
                                 timeout=10**6)
     return list(executor.execute(run, list(examples)))
 

@@ -37,6 +37,10 @@ def test_two_model_with_dpo_and_merge(compile_run, tiny_model_dir, tmp_path):
     for key in res["merged"]:
         assert (run / "merged" / key / "model.safetensors").exists()
     assert json.loads((run / "metrics.json").read_text())["mode"] == "two_model"
+    # the serving recipe: one vLLM server, one LoRA module per step, then hosted_vllm/<module> in the program
+    assert f"--lora-modules reason_dpo={run.resolve()}/reason_dpo/adapter predict={run.resolve()}/predict/adapter" \
+        in report and "--max-lora-rank 8" in report
+    assert "--lm '{model: hosted_vllm/reason_dpo" in report and "--predictor_lm '{model: hosted_vllm/predict" in report
 
 
 def test_resume_reuses_latest_checkpoint(compile_run, tiny_model_dir, tmp_path):
