@@ -105,7 +105,7 @@ def collect_provenance(*, dtype: str | None = None, lm_usage: dict[str, Any] | N
     """The provenance record (see the module docstring); nothing in it is secret (no config values, no keys)."""
     machine = _machine()
     record: dict[str, Any] = {
-        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "written_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": _command(),
         "python": sys.version.split()[0],
         "git": git_info(),

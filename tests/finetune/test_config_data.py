@@ -138,3 +138,16 @@ def test_help_lists_the_trl_fields(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "--lora_r" in text and "deepspeed" in text and "dpo_loss_type" in text
+
+
+def test_demo_data_help_is_not_a_path(tmp_path, capsys, monkeypatch):
+    from finetune import demo_data
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        demo_data.main(["--help"])
+    assert exit_info.value.code == 0 and "OUT_DIR" in capsys.readouterr().out
+    assert not (tmp_path / "--help").exists()
+    with pytest.raises(SystemExit):
+        demo_data.main(["--out"])  # an unknown/incomplete flag is an error, never a folder name
+    assert list(tmp_path.iterdir()) == []
