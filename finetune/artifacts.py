@@ -117,7 +117,8 @@ def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict
     from finetune.trainer import latest_checkpoint, load_model_and_tokenizer
 
     output_dir = Path(output_dir)
-    model, tokenizer = load_model_and_tokenizer(model_folder)
+    model, tokenizer = load_model_and_tokenizer(model_folder,
+                                                attn_implementation=getattr(config, "attn_implementation", None))
     model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
     args = DPOConfig(**dpo_kwargs(config, output_dir))
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)

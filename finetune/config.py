@@ -42,6 +42,7 @@ class DistillConfig:
     # model
     mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl."})
     base: str = field(default="local:gemma-3-270m", metadata={"help": "Base model: any local spec lms loads (local:gemma-3-270m, local:/hf/folder) or an HF folder / hub id."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "Attention kernel of the base model (eager, sdpa, flash_attention_2, ...; None: the transformers default)."})
     # LoRA
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})

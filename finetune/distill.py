@@ -15,7 +15,7 @@ on ``dpo_reason.jsonl``. The run directory holds ``config.yaml`` (secrets redact
 ``local:<base>+<run>/<stage>/adapter`` through :func:`lms.load`.
 
 Every TRL ``SFTConfig`` / ``TrainingArguments`` field works as a flag or YAML key (``--optim``, ``--deepspeed``,
-``--push_to_hub``, ``--hub_model_id``, ``--attn_implementation`` via ``--model_init_kwargs``, ``--torch_compile``,
+``--push_to_hub``, ``--hub_model_id``, ``--torch_compile``, ``--report_to``,
 ...), DPOConfig fields as ``--dpo_<field>`` (:mod:`finetune.config`).
 
 Same command on GPUs: on one GPU the defaults switch to bf16 + gradient checkpointing and TRL's own loss path; on

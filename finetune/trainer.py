@@ -255,7 +255,8 @@ def lora_config(config: Any):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.float32):
+def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.float32,
+                             attn_implementation: str | None = None):
     """Load a causal LM (training dtype, fp32 master weights by default) and its tokenizer with a chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -266,7 +267,8 @@ def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.floa
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     return model, tokenizer
 
 
@@ -324,7 +326,8 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model_and_tokenizer(model_folder)
+    model, tokenizer = load_model_and_tokenizer(model_folder,
+                                                attn_implementation=getattr(config, "attn_implementation", None))
     trainer, throughput = make_sft_trainer(model, tokenizer, train_rows, eval_rows, config, output_dir,
                                            callbacks=callbacks)
     checkpoint = latest_checkpoint(output_dir) if resume else None
