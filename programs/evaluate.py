@@ -168,6 +168,7 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     preds = [model(history=ex.get("history"), states=ex.get("states"), career=ex.get("career")) for ex in evalset]
     scored = evaluate_predictions(evalset, preds, taxonomy, ks=tuple(sorted({1, config.k})))
     rows = scored.pop("per_example")
+    scored["ranking_methods"] = {"baseline_probability": sum(1 for p in preds if p.get("ranked"))}
     # state-level accuracy (e.g. the 1980 Census category for NLSY79): the baselines' own label space
     with_state = [(ex.get("gold_state"), pred.get("state")) for ex, pred in zip(evalset, preds, strict=True)
                   if ex.get("gold_state")]

@@ -243,8 +243,11 @@ def run_manifest(root: Path) -> dict[str, Any]:
                 "program": PROGRAM_FILE, "data_dir": cfg.get("data_dir")}
     metrics = root / "metrics.json"
     if metrics.is_file() and "students" in (results := json.loads(metrics.read_text(encoding="utf-8"))):
-        return {**base, "mode": results.get("program_mode") or "two_step", "lms": dict(results["students"]),
-                "program": None}
+        students = results["students"] if isinstance(results["students"], dict) else {}
+        adapters = {role: f"{Path(str(spec).partition('+')[2]).parent.name}/adapter"
+                    for role, spec in students.items() if "+" in str(spec)}
+        return {**base, "mode": results.get("program_mode") or "two_step", "lms": {}, "program": None,
+                "base": results.get("base"), "adapters": adapters}
     raise FileNotFoundError(f"{root / MANIFEST_FILE} not found: {root} is neither a directory saved by save() nor a "
                             "compile run (program.json + config.yaml) nor a distill run (metrics.json with students).")
 
@@ -543,16 +546,18 @@ class NextOccupation(dspy.Module):
         if manifest.get("class") != cls.__name__:
             raise ValueError(f"{man_path} holds a {manifest.get('class')}, not a {cls.__name__}; use that class.")
         state_path = None
+        if manifest.get("program", PROGRAM_FILE) is None and not manifest.get("adapters"):
+            raise ValueError(f"{man_path}: 'program' may be null only for a distilled student ('adapters').")
         if manifest.get("program", PROGRAM_FILE) is not None:  # a distilled student runs zero-shot: no state file
             state_path = safe_child(root, manifest.get("program", PROGRAM_FILE))
             if state_path.suffix != ".json":  # JSON state only: never a pickle named by a manifest
                 raise ValueError(f"{man_path}: the program state must be a .json file, got "
                                  f"{manifest.get('program')!r}.")
-        specs = dict(manifest.get("lms") or {})
+        specs = manifest.get("lms") or {}
         # spec strings only (what save() writes): a dict could smuggle an api_base that receives the user's API key
         if not isinstance(specs, dict) or any(v is not None and not isinstance(v, str) for v in specs.values()):
             raise ValueError(f"{man_path}: 'lms' must map steps to LM spec strings; pass lm= to load() instead.")
-        specs.update(_adapter_specs(root, manifest))
+        specs = {**specs, **_adapter_specs(root, manifest)}
         if data_dir is None and taxonomy is None:
             saved = manifest.get("data_dir")
             if isinstance(saved, str) and Path(saved).is_absolute() and Path(saved).is_dir():

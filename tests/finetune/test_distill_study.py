@@ -94,6 +94,9 @@ def test_student_runs_in_the_program(compile_run, tiny_model_dir, tmp_path, taxo
     assert program.mode == "two_step" and program.lm_specs["predictor"].endswith(f"{moved}/predict/adapter")
     assert program.lm_specs["reasoner"].endswith(f"{moved}/reason/adapter")
     assert program(ex.history).ranked  # runs (exact local ranking of the titles)
+    (moved / "nextocc.json").unlink()  # runs written before the manifest: found from metrics.json
+    older = NextOccupation.load(moved, taxonomy=taxonomy)
+    assert older.lm_specs == program.lm_specs
     assert json.loads((moved / "provenance.json").read_text())["git"]["commit"]
 
 
