@@ -8,13 +8,16 @@ export NEXTOCC_DATA_DIR ?= ../shared/data
 
 .PHONY: install test test-fast lint demo evaluate
 
-# Creates the virtual environment; torch 2.13.0 (CPU build) first, then the package with its dev extra.
+# Creates the virtual environment; torch 2.13.0 first (here the machine's package index serves its CPU build; elsewhere
+# set TORCH_INDEX to PyTorch's CPU wheel index to avoid CUDA wheels), then the package with its dev extra.
+# pyproject.toml only asks for torch>=2.6,<3.
+TORCH_INDEX ?=
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
@@ -21,14 +22,14 @@ class OptimizeConfig:
     synthetic_persons: int = field(default=600, metadata={"help": "Persons generated when dataset is synthetic."})
     # program and LMs
     mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
-    teacher_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the teacher that writes candidate reasons (lms.resolve_lm); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
-    judge_lm: str = field(default="local:gemma-3-270m", metadata={"help": "LM spec of the judge; 'heuristic' for the LM-free HeuristicJudge."})
+    teacher_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the teacher that writes candidate reasons: a spec string or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries} (YAML, or YAML flow text as a flag); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
+    judge_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the judge: a spec string or a mapping like teacher_lm (e.g. {model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY}); 'heuristic' for the LM-free HeuristicJudge."})
     judge_likelihood: bool = field(default=False, metadata={"help": "judge_lm: heuristic only: move utility by the gain in the (local) predictor's log-likelihood of the gold with the reason over without it (one forward pass per reason)."})
-    predictor_lm: str | None = field(default=None, metadata={"help": "LM spec of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
+    predictor_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "LM spec (string or mapping) of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
     student_tokenizer: str | None = field(default=None, metadata={"help": "Evidence teacher: tokenizer that measures the 80-token reason budget: 'embedded' (the embedded Gemma 3 270M), a tokenizer.json path or a Hugging Face model folder; default a length estimate."})
     predict_candidates: bool = field(default=True, metadata={"help": "Run the predictor on every candidate reason (prediction, likelihood utility in candidates.jsonl); false skips these LM calls (fast LM-free candidate phase)."})
     motives: bool = field(default=False, metadata={"help": "Synthetic data only: the latent-motive world (careers.motives) instead of the second-order Markov chain."})
-    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote teacher/judge LMs (vLLM/SGLang/Ollama)."})
+    api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote teacher/judge string specs (a mapping's own api_base wins)."})
     max_tokens: int = field(default=96, metadata={"help": "Max new tokens per generated field."})
     # candidates
     candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})
@@ -59,12 +60,17 @@ class OptimizeConfig:
     run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
 
     def __post_init__(self):
-        if self.judge_lm.startswith("evidence"):
+        from programs.run_dir import check_lm_spec
+
+        self.teacher_lm = check_lm_spec(self.teacher_lm, "teacher_lm")
+        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
+        self.predictor_lm = check_lm_spec(self.predictor_lm, "predictor_lm")
+        teacher = self.teacher_lm if isinstance(self.teacher_lm, str) else ""
+        if isinstance(self.judge_lm, str) and self.judge_lm.startswith("evidence"):
             raise ValueError("judge_lm 'evidence' is not a judge; use 'heuristic' for the LM-free judge or an LM spec.")
-        if self.teacher_lm.startswith("evidence") and self.teacher_lm not in ("evidence",) and \
-                not self.teacher_lm.startswith("evidence+"):
-            raise ValueError(f"teacher_lm {self.teacher_lm!r}: write 'evidence' or 'evidence+<lm spec>'.")
-        if self.teacher_lm == "heuristic":
+        if teacher.startswith("evidence") and teacher != "evidence" and not teacher.startswith("evidence+"):
+            raise ValueError(f"teacher_lm {teacher!r}: write 'evidence' or 'evidence+<lm spec>'.")
+        if teacher == "heuristic":
             raise ValueError("teacher_lm 'heuristic' is not a teacher; use 'evidence' for the LM-free teacher.")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
@@ -84,7 +90,8 @@ class OptimizeConfig:
     @property
     def evidence_teacher(self) -> bool:
         """Whether the teacher is the LM-free EvidenceTeacher (possibly with a rewrite LM)."""
-        return self.teacher_lm == "evidence" or self.teacher_lm.startswith("evidence+")
+        return isinstance(self.teacher_lm, str) and (self.teacher_lm == "evidence"
+                                                     or self.teacher_lm.startswith("evidence+"))
 
     @property
     def thresholds(self) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """``python -m compile.optimize``: oracle reasons, the optimized-prompt baseline, and TRL exports.
 
-One invocation writes one run directory (``--output-dir``/``--run-name``; re-using a name resumes):
+One invocation writes one run directory (``--output_dir``/``--run_name``; re-using a name resumes):
 
 1. ``candidates.jsonl`` -- N judged candidate reasons per training example (:mod:`compile.candidates`), appended and
    flushed; the best passing one per example is its oracle reason (:mod:`compile.selection`).
-2. ``program.json`` + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
+2. ``program.json`` + ``nextocc.json`` (``NextOccupation.load(run_dir)``) + ``metrics.json`` -- the chosen DSPy optimizer compiles the program with the judge metric on
    the training split (oracle reasons serve as labeled demos); zero-shot and optimized programs are scored on
    dev/test.
 3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``sft_direct.jsonl``, ``dpo_reason.jsonl``
@@ -43,7 +43,7 @@ from metrics.heuristic_judge import HeuristicJudge, TitleIndex, gold_supported, 
 from metrics.judge import ReasonJudge
 from metrics.judge_metric import JudgeMetric
 from programs.evidence_teacher import EvidenceTeacher
-from programs.next_occupation import NextOccupation, is_local_lm, resolve_lm
+from programs.next_occupation import MANIFEST_FILE, NextOccupation, is_local_lm, resolve_lm
 from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
 from programs.scoring import score_program
 from signatures.rationalize import GenerateReasonFromGold
@@ -88,13 +88,15 @@ def program_lm_spec(config: OptimizeConfig) -> str:
 DEFAULT_PROGRAM_LM = "local:gemma-3-270m"
 
 
-def _lm_spec(spec: str, config: OptimizeConfig) -> Any:
-    if spec.startswith("local"):
-        return spec
-    out: dict[str, Any] = {"model": spec, "max_tokens": config.max_tokens}
-    if config.api_base:
-        out["api_base"] = config.api_base
-    return out
+def _lm_spec(spec: Any, config: OptimizeConfig, role: str = "lm") -> Any:
+    """A role's spec with the run's defaults (``--api_base``, ``--max_tokens``) for remote models."""
+    from lms.resolve import lm_spec
+
+    return lm_spec(spec, role=role, api_base=config.api_base, max_tokens=config.max_tokens)
+
+
+def _abs_dir(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path and Path(path).is_dir() else None
 
 
 def build_steps(program: NextOccupation, judge: Any, config: OptimizeConfig, teacher: Any = None
@@ -151,7 +153,7 @@ def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transitio
             logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
         return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,
                               predictor_lm=likelihood_lm)
-    return ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config), weights=config.weights,
+    return ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config, "judge_lm"), weights=config.weights,
                        thresholds=config.thresholds, retries=1)
 
 
@@ -163,7 +165,7 @@ def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transit
     if not config.evidence_teacher:
         return None
     rewrite = config.teacher_lm.partition("+")[2] or None
-    rewrite_lm = resolve_lm(_lm_spec(rewrite, config)) if rewrite else None
+    rewrite_lm = resolve_lm(_lm_spec(rewrite, config, "teacher_lm")) if rewrite else None
     return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm,
                            tokenizer=load_tokenizer(config.student_tokenizer))
 
@@ -250,7 +252,7 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
             stats = getattr(teacher, "stats", None) or training_statistics(splits)
             stats.save(run_dir / "transitions.json")
         teacher = build_teacher(config, taxonomy, stats, teacher)
-        lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config)
+        lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config, "predictor_lm")
         program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
         judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
         rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
@@ -295,6 +297,8 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
         else:
             optimized = compile_program(optimizer, zero_shot, _with_oracle_reasons(train, oracles), dev, config)
             optimized.save(str(program_path))
+        # nextocc.json beside program.json: NextOccupation.load(run_dir) restores the optimized program
+        write_json(run_dir / MANIFEST_FILE, {**optimized.manifest(), "data_dir": _abs_dir(config.data_dir)})
         evals: dict[str, Any] = {}
         for name, prog in (("zero_shot", zero_shot), ("optimized", optimized)):
             for split, exs in (("dev", dev), ("test", test)):

@@ -40,6 +40,9 @@ class CompileStudyConfig:
     """Optuna study over compile runs (search space, sampler, pruner, storage)."""
 
     compile_config: str | None = field(default=None, metadata={"help": "YAML of OptimizeConfig fields every trial starts from."})
+    teacher_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "Teacher LM of every trial (string or mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}); overrides compile_config."})
+    judge_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "Judge LM of every trial (string or mapping); overrides compile_config."})
+    api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote string specs of every trial; overrides compile_config."})
     study_name: str = field(default="compile", metadata={"help": "Optuna study name (shared by all workers)."})
     study_dir: str = field(default="runs/compile_study", metadata={"help": "Folder of trial runs, plots and the best config."})
     storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL (default: sqlite:///<study_dir>/study.db)."})
@@ -55,6 +58,10 @@ class CompileStudyConfig:
     demo_choices: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Bootstrapped/labeled demo counts to try."})
 
     def __post_init__(self):
+        from programs.run_dir import check_lm_spec
+
+        self.teacher_lm = check_lm_spec(self.teacher_lm, "teacher_lm")
+        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
         if self.n_trials < 1:
             raise ValueError(f"n_trials must be >= 1, got {self.n_trials}.")
         if not 0 <= self.temperature_min <= self.temperature_max <= 2:
@@ -73,6 +80,9 @@ def base_compile_config(config: CompileStudyConfig) -> dict[str, Any]:
     if config.compile_config:
         values = dataclasses.asdict(load_config(OptimizeConfig, ["--config", config.compile_config]))
     values["run_name"] = None
+    for role in ("teacher_lm", "judge_lm", "api_base"):
+        if getattr(config, role) is not None:
+            values[role] = getattr(config, role)
     OptimizeConfig(**values)
     return values
 

@@ -97,13 +97,15 @@ class ClaimsConfig:
     n_test: int = field(default=40, metadata={
         "help": "Test persons: a seeded per-person sample (one transition each) of the test split, shared by all rows."})
     seed: int = field(default=0, metadata={"help": "Seed of the dataset split, the test sample and the bootstrap."})
-    lm: str | None = field(default="local:gemma-3-270m", metadata={
-        "help": "LM spec of the zero-shot, optimized and hybrid rows (local:gemma-3-270m or a litellm model string); "
-                "null skips those rows (reported as not run)."})
-    judge_lm: str | None = field(default=None, metadata={
-        "help": "LM spec of the reason judge for LM rows run here (claim (c) from judged predictions); null: no judge "
-                "(claim (c) then uses the compile run's judged candidates only)."})
-    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote LMs (vLLM/SGLang/Ollama)."})
+    lm: str | dict[str, Any] | None = field(default="local:gemma-3-270m", metadata={
+        "help": "LM of the zero-shot, optimized and hybrid rows: a spec string (local:gemma-3-270m, a litellm model) "
+                "or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}; null skips those "
+                "rows (reported as not run)."})
+    judge_lm: str | dict[str, Any] | None = field(default=None, metadata={
+        "help": "LM of the reason judge for LM rows run here (string or mapping like lm; claim (c) from judged "
+                "predictions); null: no judge (claim (c) then uses the compile run's judged candidates only)."})
+    api_base: str | None = field(default=None, metadata={
+        "help": "Default API base URL of remote string specs (a mapping's own api_base wins)."})
     threads: int = field(default=4, metadata={"help": "Worker threads for LM rows (local LMs batch concurrent calls)."})
     k: int = field(default=5, metadata={"help": "Ranking cut-off: Acc@k and the length of the ranked predictions."})
     top1: str = field(default="answer", metadata={
@@ -135,6 +137,10 @@ class ClaimsConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
+        from programs.run_dir import check_lm_spec
+
+        self.lm = check_lm_spec(self.lm, "lm")
+        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
         if not self.datasets:
             raise ValueError("datasets must name at least one dataset (synthetic, nlsy79).")
         unknown = [r for r in self.rows if r not in ROW_SPECS]
@@ -311,10 +317,16 @@ def distill_command(row: str, compile_run: Path | None, target: Path | None) -> 
 
 
 # ---------------------------------------------------------------------- programs
-def _lm_arg(spec: str | None, api_base: str | None) -> Any:
-    if spec is None or spec.startswith("local"):
-        return spec
-    return {"model": spec, "api_base": api_base} if api_base else spec
+def _lm_arg(spec: Any, api_base: str | None, role: str = "lm") -> Any:
+    if spec is None:
+        return None
+    from lms.resolve import lm_spec
+
+    return lm_spec(spec, role=role, api_base=api_base)
+
+
+def _model(spec: Any) -> str | None:
+    return spec.get("model") if isinstance(spec, dict) else spec
 
 
 def _bayes_record(example: Any, taxonomy: Any, k: int) -> dict[str, Any]:
@@ -444,7 +456,7 @@ def _nextocc(ctx: _Context, mode: str, **kw: Any):
 def _compile_reuse(ctx: _Context, name: str) -> list[tuple[str, list[dict]]]:
     """The compile run's predictions for ``name`` when they were made with our LM (same spec string)."""
     c = ctx.compile
-    if not c.available or ctx.config.lm is None or c.teacher_lm != ctx.config.lm:
+    if not c.available or ctx.config.lm is None or _model(c.teacher_lm) != _model(ctx.config.lm):
         return []
     return [(f"{c.path}/predictions_{name}_*", c.predictions(name))]
 
@@ -744,7 +756,7 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
     taxonomy = taxonomy or OnetTaxonomy.load(config.data_dir)
     lm = lm if lm is not None else _lm_arg(config.lm, config.api_base)
     judge = None
-    judge_spec = judge_lm if judge_lm is not None else _lm_arg(config.judge_lm, config.api_base)
+    judge_spec = judge_lm if judge_lm is not None else _lm_arg(config.judge_lm, config.api_base, "judge_lm")
     if judge_spec is not None:
         from metrics.judge import ReasonJudge
 

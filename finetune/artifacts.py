@@ -71,6 +71,30 @@ def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, A
     return path
 
 
+def dpo_kwargs(config: Any, output_dir: str | Path) -> dict[str, Any]:
+    """``DPOConfig`` keyword arguments: the curated dpo_* fields, the TrainingArguments fields of ``sft_args``
+    (``--deepspeed``, ``--optim``, ... apply to every stage) and ``dpo_args`` (any DPOConfig field) last."""
+    from finetune.config import trl_fields
+    from finetune.trainer import device_defaults
+
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir), beta=config.dpo_beta, learning_rate=config.dpo_learning_rate,
+        max_steps=config.dpo_max_steps, num_train_epochs=config.dpo_num_train_epochs,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
+        seed=config.seed, logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, report_to=config.report_to, disable_tqdm=True,
+        **device_defaults(config, plain=True if config.plain else False),
+    )
+    sft_args = getattr(config, "sft_args", None) or {}
+    dpo_args = getattr(config, "dpo_args", None) or {}
+    if sft_args:
+        training_fields = trl_fields()[2]
+        kwargs.update({k: v for k, v in sft_args.items() if k in training_fields})
+    kwargs.update(dpo_args)
+    return kwargs
+
+
 def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict], config: Any,
               output_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """DPO from an SFT adapter: continues training that adapter against a frozen copy of it (TRL's "ref" adapter).
@@ -90,26 +114,22 @@ def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
-    from finetune.trainer import device_defaults, latest_checkpoint, load_model_and_tokenizer
+    from finetune.trainer import latest_checkpoint, load_model_and_tokenizer
 
     output_dir = Path(output_dir)
-    model, tokenizer = load_model_and_tokenizer(model_folder)
+    model, tokenizer = load_model_and_tokenizer(model_folder,
+                                                attn_implementation=getattr(config, "attn_implementation", None))
     model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
-    args = DPOConfig(
-        output_dir=str(output_dir), beta=config.dpo_beta, learning_rate=config.dpo_learning_rate,
-        max_steps=config.dpo_max_steps, num_train_epochs=config.dpo_num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
-        seed=config.seed, logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, report_to=config.report_to, disable_tqdm=True,
-        **device_defaults(config, plain=True if config.plain else False),
-    )
+    args = DPOConfig(**dpo_kwargs(config, output_dir))
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     checkpoint = latest_checkpoint(output_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
     adapter_dir = output_dir / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
-    tokenizer.save_pretrained(str(adapter_dir))
+    main = trainer.is_world_process_zero()
+    if main:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(adapter_dir),
+                                                                        selected_adapters=["default"])
+        tokenizer.save_pretrained(str(adapter_dir))
     history = trainer.state.log_history
     acc = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -117,8 +137,10 @@ def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "reward_accuracy_last": acc[-1] if acc else None, "adapter": str(adapter_dir),
                "resumed_from": checkpoint}
-    metrics["curves"] = plot_curves(history, output_dir / "training_curves.png", title=f"DPO {output_dir.name}")
-    write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    if main:
+        metrics["curves"] = plot_curves(history, output_dir / "training_curves.png", title=f"DPO {output_dir.name}")
+        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    trainer.accelerator.wait_for_everyone()
     metrics["log_history"] = history
     return metrics
 

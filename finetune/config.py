@@ -1,15 +1,24 @@
-"""Configuration of ``python -m finetune.distill`` (TRL-script style: dataclass + ``--config`` YAML + flags).
+"""Configuration of ``python -m finetune.distill`` (TRL-script style: dataclass + ``SFTConfig`` + ``--config`` YAML).
 
-Every field carries ``metadata={"help": ...}`` (shown by ``--help``). Precedence: defaults < YAML < flags.
-:func:`parse_config` uses :func:`programs.run_dir.load_config` when it is importable and a small local
-fallback otherwise, so this module works on partial checkouts too.
+:class:`DistillConfig` holds the nextocc fields (data, mode, LoRA, DPO, outputs) and the curated training fields
+with CPU-safe defaults. Like TRL's scripts (``TrlParser`` over the script dataclass and ``SFTConfig``),
+:func:`parse_distill_args` accepts **every other** TRL ``SFTConfig`` / Transformers ``TrainingArguments`` field as a
+flag or YAML key (``--optim``, ``--deepspeed``, ``--push_to_hub``, ``--hub_model_id``, ``--torch_compile``,
+``--report_to``, ...; they land in :attr:`DistillConfig.sft_args`) and every ``DPOConfig`` field of the DPO stage
+with a ``dpo_`` prefix (``--dpo_loss_type``; :attr:`DistillConfig.dpo_args`). Unknown keys are rejected with the
+list of valid ones. Precedence: defaults < YAML < flags. Every field carries ``metadata={"help": ...}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
 
 MODES = ("joint", "two_model", "direct")
 T = TypeVar("T")
@@ -33,6 +42,7 @@ class DistillConfig:
     # model
     mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl."})
     base: str = field(default="local:gemma-3-270m", metadata={"help": "Base model: any local spec lms loads (local:gemma-3-270m, local:/hf/folder) or an HF folder / hub id."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "Attention kernel of the base model (eager, sdpa, flash_attention_2, ...; None: the transformers default)."})
     # LoRA
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
@@ -75,7 +85,10 @@ class DistillConfig:
     evaluate: bool = field(default=True, metadata={"help": "Evaluate the program before vs after on the compile run's test split (skipped with a note if unavailable)."})
     eval_split: str = field(default="test", metadata={"help": "Split of the compile run to evaluate on (test or dev)."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate at most this many examples."})
-    report_to: str = field(default="none", metadata={"help": "transformers report_to (none, tensorboard, wandb, ...)."})
+    report_to: str = field(default="none", metadata={"help": "transformers report_to (none, tensorboard, wandb, mlflow, ...; pip install 'nextocc[tracking]')."})
+    # every other TRL / Transformers training field
+    sft_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Any other TRL SFTConfig / TrainingArguments field (also given directly as --field / YAML key, e.g. --optim adamw_torch_fused --deepspeed configs/deepspeed_zero2.json --push_to_hub true --hub_model_id me/student); TrainingArguments fields also apply to the DPO stage."})
+    dpo_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "Any other TRL DPOConfig field of the DPO stage (also given as --dpo_<field>, e.g. --dpo_loss_type ipo)."})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -102,22 +115,200 @@ class DistillConfig:
             raise ValueError("--resume needs --run_name naming the run directory to continue.")
         if self.dpo and self.mode == "direct":
             raise ValueError("dpo trains the reason step; mode direct has no reason step. Drop --dpo or pick a mode.")
+        _check_trl_args(self.sft_args, self.dpo_args)
         if not (self.from_run or self.joint_file or self.reason_file or self.predict_file or self.direct_file):
             raise ValueError("No data: give --from_run RUN_DIR (a compile run) or explicit --joint_file / "
                              "--reason_file / --predict_file.")
 
 
 # ---------------------------------------------------------------------------------------------- parsing
+# SFTConfig fields the distill run sets itself (per-stage output folder, eval/save schedule, the dataset format)
+RESERVED_SFT = ("output_dir", "eval_strategy", "save_strategy", "completion_only_loss", "prediction_loss_only")
+
+
 class ConfigError(ValueError):
     """Invalid configuration (fallback when programs.run_dir is not importable)."""
 
 
+@lru_cache(maxsize=1)
+def trl_fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """``(SFTConfig fields, DPOConfig fields, TrainingArguments fields)`` of the installed TRL/Transformers."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+
+    def names(cls):
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+
+    return names(SFTConfig), names(DPOConfig), names(TrainingArguments)
+
+
+def _own_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(DistillConfig)}
+
+
+def _unknown(key: str, valid: set[str], where: str) -> ValueError:
+    from programs.run_dir import ConfigError as RunConfigError
+
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    listed = sorted(k for k in valid if not k.startswith("dpo_") or k[4:] in _own_fields() or k in _own_fields())
+    return RunConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys (DistillConfig and TRL SFTConfig "
+                          f"fields): {listed}, plus dpo_<any DPOConfig field> for the DPO stage (dpo_loss_type, "
+                          "dpo_label_smoothing, ...); see --help.")
+
+
+def valid_keys() -> set[str]:
+    """Every key ``finetune.distill`` accepts (own fields, SFTConfig fields, ``dpo_`` + DPOConfig fields)."""
+    sft, dpo, _ = trl_fields()
+    return _own_fields() | (set(sft) - set(RESERVED_SFT)) | {f"dpo_{n}" for n in dpo if n != "output_dir"}
+
+
+def _check_trl_args(sft_args: Any, dpo_args: Any) -> None:
+    if not isinstance(sft_args, dict) or not isinstance(dpo_args, dict):
+        raise ValueError("sft_args and dpo_args must be mappings of TRL config field: value.")
+    if not sft_args and not dpo_args:
+        return
+    sft, dpo, _ = trl_fields()
+    own = _own_fields()
+    for key in sft_args:
+        if key in own:
+            raise ValueError(f"sft_args: {key!r} is a DistillConfig field; set it as --{key} (or the YAML key).")
+        if key in RESERVED_SFT:
+            raise ValueError(f"sft_args: {key!r} is set by the distill run (output_dir is the parent of run "
+                             "directories; each stage trains into <run>/<stage>); remove it.")
+        if key not in sft:
+            raise _unknown(key, valid_keys(), "sft_args")
+    for key in dpo_args:
+        if f"dpo_{key}" in own:
+            raise ValueError(f"dpo_args: {key!r} is the DistillConfig field dpo_{key}; set it as --dpo_{key}.")
+        if key not in dpo or key == "output_dir":
+            raise _unknown(f"dpo_{key}", valid_keys(), "dpo_args")
+
+
+def _flag_groups(tokens: Sequence[str]) -> list[list[str]]:
+    groups: list[list[str]] = []
+    for tok in tokens:
+        if tok.startswith("--") or not groups:
+            groups.append([tok])
+        else:
+            groups[-1].append(tok)
+    return groups
+
+
+def _parse_trl_flags(cls_name: str, groups: list[list[str]], prefix: str = "") -> dict[str, Any]:
+    """Typed values of TRL flags, parsed by Transformers' ``HfArgumentParser`` exactly as TRL's scripts do."""
+    if not groups:
+        return {}
+    from transformers import HfArgumentParser
+    from trl import DPOConfig, SFTConfig
+
+    cls = {"SFTConfig": SFTConfig, "DPOConfig": DPOConfig}[cls_name]
+    args, keys = [], []
+    for group in groups:
+        name, eq, value = group[0][2:].partition("=")
+        name = name.replace("-", "_")[len(prefix):]
+        keys.append(name)
+        args += [f"--{name}", *([value] if eq else []), *group[1:]]
+    ns, rest = HfArgumentParser(cls).parse_known_args(args)
+    if rest:
+        raise _unknown(rest[0].lstrip("-"), valid_keys(), "command line")
+    return {k: getattr(ns, k) for k in keys}
+
+
+def _help_text() -> str:
+    from programs.run_dir import build_parser
+
+    sft, dpo, _ = trl_fields()
+    extra = sorted(set(sft) - _own_fields() - set(RESERVED_SFT))
+    return (build_parser(DistillConfig, DistillConfig.__doc__).format_help()
+            + "\nEvery other TRL SFTConfig / TrainingArguments field is accepted as --FIELD VALUE or a YAML key "
+              "(see `trl sft --help`):\n  " + " ".join(extra)
+            + "\n\nDPOConfig fields of the DPO stage, as --dpo_FIELD:\n  "
+            + " ".join(f"dpo_{n}" for n in sorted(set(dpo) - {"output_dir"})) + "\n")
+
+
+def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
+    """:class:`DistillConfig` from ``--config file.yaml`` and flags, TRL-script style (see the module docstring).
+
+    Raises:
+        ValueError: (``programs.run_dir.ConfigError``) for unknown keys (with the valid ones), wrong types,
+            missing files or invalid values.
+        SystemExit: ``--help``.
+    """
+    import typing
+
+    import yaml
+
+    from programs.run_dir import ConfigError as RunConfigError
+    from programs.run_dir import _coerce, build_parser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(_help_text())
+        raise SystemExit(0)
+    ns, rest = build_parser(DistillConfig).parse_known_args(argv)
+    flags = vars(ns)
+    config_path = flags.pop("config", None)
+    hints = typing.get_type_hints(DistillConfig)
+    own = _own_fields()
+    sft, dpo, _ = trl_fields()
+    values: dict[str, Any] = {}
+    sft_args: dict[str, Any] = {}
+    dpo_args: dict[str, Any] = {}
+    if config_path:
+        try:
+            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise RunConfigError(f"Config file {config_path} does not exist.") from None
+        except yaml.YAMLError as exc:
+            raise RunConfigError(f"Config file {config_path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise RunConfigError(f"Config file {config_path} must hold a mapping of field: value.")
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name in own:
+                values[name] = _coerce(value, hints[name], f"{config_path}: {key}", from_text=False)
+            elif name in sft and name not in RESERVED_SFT:
+                sft_args[name] = value
+            elif name.startswith("dpo_") and name[4:] in dpo and name != "dpo_output_dir":
+                dpo_args[name[4:]] = value
+            else:
+                raise _unknown(name, valid_keys(), f"Config file {config_path}")
+    groups = _flag_groups(rest)
+    for group in groups:
+        if not group[0].startswith("--"):
+            raise RunConfigError(f"command line: unexpected argument {group[0]!r} (flags are --field value).")
+    name_of = {id(g): g[0][2:].partition("=")[0].replace("-", "_") for g in groups}
+    dpo_groups = [g for g in groups if name_of[id(g)].startswith("dpo_") and name_of[id(g)][4:] in dpo]
+    sft_groups = [g for g in groups if g not in dpo_groups]
+    for g in sft_groups:
+        if name_of[id(g)] in RESERVED_SFT or name_of[id(g)] not in sft:
+            raise _unknown(name_of[id(g)], valid_keys(), "command line")
+    sft_args.update(_parse_trl_flags("SFTConfig", sft_groups))
+    dpo_args.update(_parse_trl_flags("DPOConfig", dpo_groups, prefix="dpo_"))
+    for name, text in flags.items():
+        values[name] = _coerce(text, hints[name], f"--{name}", from_text=True)
+    values["sft_args"] = {**values.get("sft_args", {}), **sft_args}
+    values["dpo_args"] = {**values.get("dpo_args", {}), **dpo_args}
+    try:
+        return DistillConfig(**values)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, RunConfigError):
+            raise
+        raise RunConfigError(str(exc)) from None
+
+
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None) -> T:
-    """Build a config from ``--config file.yaml`` plus ``--field value`` flags (:func:`programs.run_dir.load_config`).
+    """Build a config from ``--config file.yaml`` plus ``--field value`` flags.
+
+    :class:`DistillConfig` goes through :func:`parse_distill_args` (TRL fields accepted); other dataclasses through
+    :func:`programs.run_dir.load_config`.
 
     Raises:
         ValueError: (``ConfigError``) for unknown keys, wrong types, missing files or invalid values.
     """
+    if dataclass_type is DistillConfig:
+        return parse_distill_args(argv)  # type: ignore[return-value]
     from programs.run_dir import load_config
 
     return load_config(dataclass_type, argv)

@@ -127,10 +127,32 @@ def export_demo_run(out_dir: str | Path, n: int = 48, seed: int = 0, dataset: st
     return export_traces(out, oracles, pairs, steps, joint=True)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m finetune.demo_data [OUT_DIR] [N] [DATA_DIR]`` (or ``--out_dir/--n/--data_dir``); ``--help`` helps."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m finetune.demo_data",
+                                     description="Write a demo compile run (SFT/DPO files) for finetune.distill.")
+    parser.add_argument("out_dir_pos", nargs="?", metavar="OUT_DIR", help="Output folder (default runs/demo_compile).")
+    parser.add_argument("n_pos", nargs="?", type=int, metavar="N", help="Persons (default 48).")
+    parser.add_argument("data_dir_pos", nargs="?", metavar="DATA_DIR", help="Data directory (default: env).")
+    parser.add_argument("--out_dir", default=None, help="Output folder (same as OUT_DIR).")
+    parser.add_argument("--n", type=int, default=None, help="Persons (same as N).")
+    parser.add_argument("--data_dir", default=None, help="Data directory (same as DATA_DIR).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the persons.")
+    args = parser.parse_args(argv)
+    target = args.out_dir or args.out_dir_pos or "runs/demo_compile"
+    if target.startswith("-"):
+        parser.error(f"OUT_DIR {target!r} looks like a flag; give a folder name")
+    n = args.n or args.n_pos or 48
+    if n < 2:
+        parser.error("N must be >= 2")
+    counts = export_demo_run(target, n=n, seed=args.seed, data_dir=args.data_dir or args.data_dir_pos)
+    print(f"{target}: {counts}")
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
-    target = sys.argv[1] if len(sys.argv) > 1 else "runs/demo_compile"
-    counts = export_demo_run(target, n=int(sys.argv[2]) if len(sys.argv) > 2 else 48,
-                             data_dir=sys.argv[3] if len(sys.argv) > 3 else None)
-    print(f"{target}: {counts}")
+    sys.exit(main())

@@ -14,9 +14,15 @@ on ``dpo_reason.jsonl``. The run directory holds ``config.yaml`` (secrets redact
 ``metrics.json``), ``merged/`` (with ``--merge``), ``metrics.json`` and ``report.md``. Students load as
 ``local:<base>+<run>/<stage>/adapter`` through :func:`lms.load`.
 
-Same command on GPUs: on one GPU the defaults switch to bf16 + gradient checkpointing; on several, launch it with
-``accelerate launch --config_file <trl>/accelerate_configs/multi_gpu.yaml -m finetune.distill ...`` (or the
-``deepspeed_zero2.yaml`` / ``fsdp2.yaml`` configs shipped with TRL). Under DeepSpeed ZeRO-3 use ``--plain true``.
+Every TRL ``SFTConfig`` / ``TrainingArguments`` field works as a flag or YAML key (``--optim``, ``--deepspeed``,
+``--push_to_hub``, ``--hub_model_id``, ``--torch_compile``, ``--report_to``,
+...), DPOConfig fields as ``--dpo_<field>`` (:mod:`finetune.config`).
+
+Same command on GPUs: on one GPU the defaults switch to bf16 + gradient checkpointing and TRL's own loss path; on
+several, ``accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m finetune.distill ...`` (or
+``configs/accelerate/deepspeed_zero2.yaml`` / ``deepspeed_zero3.yaml``; ``pip install 'nextocc[deepspeed]'``). All
+ranks share one run directory (the main process names it and broadcasts the name); config, provenance, reports,
+plots, model cards, merge and evaluation are written by the main process only.
 """
 
 from __future__ import annotations
@@ -58,11 +64,37 @@ def resolve_base(base: str) -> tuple[str, str]:
     return folder, parsed.spec  # a hub id from the offline cache
 
 
-def prepare_run_dir(config: DistillConfig) -> Path:
-    """The run directory: a fresh ``distill-<time>``, the named one, or (``--resume``) the existing named one."""
+def distributed_state() -> Any:
+    """Accelerate's ``PartialState`` (one process without a launcher; every rank under ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _shared_name(state: Any, name: str | None) -> str | None:
+    """The run name every rank uses: the main process's (generated) name, broadcast to the other ranks."""
+    if state.num_processes <= 1:
+        return name
+    from accelerate.utils import broadcast_object_list
+
+    box = [name]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def prepare_run_dir(config: DistillConfig, state: Any = None) -> Path:
+    """The run directory: a fresh ``distill-<time>``, the named one, or (``--resume``) the existing named one.
+
+    Under ``accelerate launch`` only the main process creates it; the others wait and use the same folder.
+    """
+    import datetime as _dt
+
+    from programs.run_dir import make_run_dir
+
+    state = state or distributed_state()
     parent = Path(config.output_dir)
+    name = config.run_name
     if config.run_name:
-        name = config.run_name
         if "/" in name or "\\" in name or name in (".", "..") or Path(name).is_absolute():
             raise ValueError(f"run_name must be a plain folder name (no '/', '\\' or '..'), got {name!r}.")
         path = parent / name
@@ -70,11 +102,38 @@ def prepare_run_dir(config: DistillConfig) -> Path:
             raise FileExistsError(f"Run directory {path} exists; pass --resume true to continue it or pick a new name.")
         if config.resume and not path.is_dir():
             logger.info("--resume: %s does not exist yet; starting it", path)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    from programs.run_dir import make_run_dir
+    state.wait_for_everyone()  # every rank checked before the main process creates the folder
+    path = None
+    if state.is_main_process:
+        if name is None and state.num_processes > 1:
+            name = "distill-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            while (parent / name).exists():
+                name += "-2"
+        path = make_run_dir(parent, name, prefix="distill", resume=bool(config.run_name and config.resume))
+        name = path.name
+    name = _shared_name(state, name)
+    state.wait_for_everyone()
+    return path or parent / name
 
-    return make_run_dir(parent, prefix="distill")
+
+def check_training_args(config: DistillConfig) -> None:
+    """Builds the stages' ``SFTConfig`` (and ``DPOConfig``) once before anything runs, so an invalid TRL value
+    (``--optim nope``) fails with TRL's message before a run directory is made."""
+    import tempfile
+
+    from finetune.trainer import build_sft_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            build_sft_config(config, tmp, has_eval=config.eval_fraction > 0)
+            if config.dpo:
+                from trl import DPOConfig
+
+                from finetune.artifacts import dpo_kwargs
+
+                DPOConfig(**dpo_kwargs(config, tmp))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Invalid TRL training setting: {exc}") from None
 
 
 def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, run_dir: Path,
@@ -91,7 +150,8 @@ def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, 
     train, evals = split_rows(rows, config.eval_fraction, config.seed)
     logger.info("SFT stage %s: %d train / %d eval rows", name, len(train), len(evals))
     metrics = train_sft(folder, train, evals, config, stage, resume=config.resume, callbacks=callbacks)
-    _write_json(done, {k: v for k, v in metrics.items() if k != "log_history"})
+    if distributed_state().is_main_process:
+        _write_json(done, {k: v for k, v in metrics.items() if k != "log_history"})
     return metrics
 
 
@@ -114,8 +174,12 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     """
     files = resolve_files(config)
     rows = {role: read_rows(path, "dpo" if role == "dpo" else "sft") for role, path in files.items()}
-    run_dir = prepare_run_dir(config)
-    write_config(run_dir, config)
+    check_training_args(config)
+    state = distributed_state()
+    main = state.is_main_process
+    run_dir = prepare_run_dir(config, state)
+    if main:
+        write_config(run_dir, config)
     folder, base_spec = resolve_base(config.base)
     logger.info("Distill run %s: base %s (%s), mode %s", run_dir, base_spec, folder, config.mode)
     stages: dict[str, Any] = {}
@@ -132,9 +196,11 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
         if config.resume and done.is_file():
             stages["reason_dpo"] = json.loads(done.read_text(encoding="utf-8"))
         else:
+            state.wait_for_everyone()  # the SFT adapter is on disk before every rank loads it
             stages["reason_dpo"] = train_dpo(folder, adapters[reason_stage], rows["dpo"], config, stage,
                                              resume=config.resume)
-            _write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
+            if main:
+                _write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
         adapters["reason_dpo"] = stages["reason_dpo"]["adapter"]
     reasoner_adapter = adapters.get("reason_dpo", adapters[reason_stage])
     predictor_adapter = adapters[{"joint": "joint", "two_model": "predict", "direct": "direct"}[config.mode]]
@@ -142,6 +208,13 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
                 "predictor": f"{base_spec}+{Path(predictor_adapter).resolve()}"}
     program_mode = {"joint": None, "two_model": "two_step", "direct": "direct"}[config.mode]
     merged: dict[str, str] = {}
+    results = {"run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
+               "program_mode": program_mode or _compile_mode(config.from_run),
+               "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
+               "students": students, "lora_r": config.lora_r, "completion_head": any(s.get("completion_head") for s in stages.values())}
+    if not main:  # merge, evaluation and every report belong to the main process
+        return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"},
+                "main_process": False}
     if config.merge:
         from finetune.artifacts import merge_adapter
 
@@ -154,15 +227,50 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
 
         evaluation = before_after(config.from_run, base_spec, students, config.eval_split, config.eval_limit,
                                   program_mode=program_mode)
-    results = {
-        "run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
-        "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
-        "students": students, "merged": merged, "evaluation": evaluation,
-    }
+    results.update(merged=merged, evaluation=evaluation)
     _write_json(run_dir / "metrics.json", results)
+    _write_json(run_dir / "nextocc.json", student_manifest(run_dir, results, reasoner_adapter, predictor_adapter))
     (run_dir / "report.md").write_text(render_report(results), encoding="utf-8")
+    from programs.provenance import write_provenance
+
+    write_provenance(run_dir, dtype="bfloat16" if _uses_bf16(config) else "float32",
+                     extra={"completion_head": results["completion_head"]})
     logger.info("Distill run finished: %s", run_dir)
     return results
+
+
+def _uses_bf16(config: DistillConfig) -> bool:
+    from finetune.trainer import device_defaults
+
+    return bool(device_defaults(config)["bf16"])
+
+
+def _compile_mode(from_run: str | None) -> str:
+    """The compile run's program mode (the joint student runs in it), ``two_step`` when unknown."""
+    import yaml
+
+    path = Path(from_run or "") / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if from_run and path.is_file() else {}
+    except (OSError, yaml.YAMLError):
+        cfg = {}
+    mode = (cfg or {}).get("mode") if isinstance(cfg, dict) else None
+    return mode if mode in ("two_step", "joint") else "two_step"
+
+
+def student_manifest(run_dir: Path, results: dict[str, Any], reasoner_adapter: str, predictor_adapter: str
+                     ) -> dict[str, Any]:
+    """``nextocc.json`` of a distill run: ``NextOccupation.load(run_dir)`` builds the zero-shot program on the
+    student adapters (paths relative to the run, so the folder can move)."""
+    from programs.next_occupation import MANIFEST_FORMAT
+
+    def rel(path: str) -> str:
+        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+
+    return {"format": MANIFEST_FORMAT, "class": "NextOccupation", "mode": results["program_mode"],
+            "lms": dict(results["students"]), "base": results["base"],
+            "adapters": {"reasoner": rel(reasoner_adapter), "predictor": rel(predictor_adapter)},
+            "k": 5, "top1": "answer", "data_dir": None, "program": None}
 
 
 def _fmt(value: Any) -> str:
@@ -185,6 +293,9 @@ def render_report(results: dict[str, Any]) -> str:
     if results.get("merged"):
         lines += ["", "Merged weights (serve with vLLM/SGLang):", ""]
         lines += [f"- {k}: `{v}`" for k, v in results["merged"].items()]
+    lines += ["", "Serve with vLLM (one server, one LoRA module per step) and run the program on it:", "", "```",
+              vllm_command(results), "```", "",
+              "```", predict_command(results), "```"]
     ev = results["evaluation"]
     lines += ["", "## Program evaluation (before vs after)", ""]
     if ev.get("before") and ev["before"].get("available"):
@@ -201,6 +312,36 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _adapter_modules(results: dict[str, Any]) -> dict[str, str]:
+    """``{module name: adapter folder}`` of the students (one module when both steps share the adapter)."""
+    out: dict[str, str] = {}
+    for role in ("reasoner", "predictor"):
+        adapter = results["students"][role].split("+", 1)[1]
+        name = Path(adapter).parent.name
+        out.setdefault(name, adapter)
+    return out
+
+
+def vllm_command(results: dict[str, Any]) -> str:
+    """The ``vllm serve`` command that serves the base model with the run's adapters as LoRA modules."""
+    mods = " ".join(f"{name}={path}" for name, path in _adapter_modules(results).items())
+    rank = results.get("lora_r") or 16
+    lora_rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
+    return (f"vllm serve {results['base_folder']} --enable-lora --max-lora-rank {lora_rank} --lora-modules {mods} "
+            "--port 8000")
+
+
+def predict_command(results: dict[str, Any], api_base: str = "http://localhost:8000/v1") -> str:
+    """``programs.predict`` on the served modules (``hosted_vllm/<module>``; occupation constrained server-side)."""
+    names = {role: Path(results["students"][role].split("+", 1)[1]).parent.name for role in ("reasoner", "predictor")}
+    mode = results.get("program_mode") or "two_step"
+    lm = f"'{{model: hosted_vllm/{names['reasoner']}, api_base: {api_base}, temperature: 0}}'"
+    cmd = f"python -m programs.predict --program {mode} --lm {lm}"
+    if names["predictor"] != names["reasoner"]:
+        cmd += f" --predictor_lm '{{model: hosted_vllm/{names['predictor']}, api_base: {api_base}, temperature: 0}}'"
+    return cmd + " --input people.jsonl --output_dir runs/predict"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: parse the config, run, print where the results are."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -210,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if results.get("main_process") is False:  # another rank of accelerate launch: the main process reports
+        return 0
     print(f"run directory: {results['run_dir']}")
     print((Path(results["run_dir"]) / "report.md").read_text(encoding="utf-8"))
     return 0

@@ -7,6 +7,7 @@ Fast path (default) vs ``plain``:
   ``SFTTrainer`` projects every prompt token through the head and then masks it. :func:`add_completion_head`
   patches the model so that, with ``completion_head=True``, the backbone's hidden states are sliced to the
   completion positions *before* ``lm_head``; the loss is the same token-mean cross-entropy.
+  This shortcut applies on CPU only (:func:`use_completion_head`); on CUDA/XPU TRL's own loss path runs.
 * **bf16 autocast** where the hardware computes bf16 natively and faster (:func:`device_defaults`); fp32 elsewhere.
 * **Length-grouped batches** (``train_sampling_strategy="group_by_length"``) to cut padding. TRL's ``padding_free``
   needs FlashAttention and is not used on CPU; on a GPU with flash-attn, ``packing`` can be set through TRL.
@@ -241,7 +242,10 @@ def build_sft_config(config: Any, output_dir: str | Path, has_eval: bool, plain:
     if has_eval:
         eval_strategy = "steps" if config.eval_steps else "epoch"
     grouped = config.group_by_length and not plain
-    return SFTConfig(
+    extra = dict(getattr(config, "sft_args", None) or {})  # any other SFTConfig field; it wins over ours below
+    if getattr(config, "run_name", None) and "run_name" not in extra:
+        extra["run_name"] = f"{config.run_name}/{Path(output_dir).name}"  # trackers (wandb, mlflow) name the stage
+    kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
@@ -271,6 +275,18 @@ def build_sft_config(config: Any, output_dir: str | Path, has_eval: bool, plain:
         disable_tqdm=True,
         **dev,
     )
+    kwargs.update(extra)
+    return SFTConfig(**kwargs)
+
+
+def use_completion_head(config: Any, plain: bool | None = None) -> bool:
+    """Whether the completion-only LM head applies: the fast path on CPU (measured faster there); on CUDA/XPU TRL's
+    own path runs (its fused LM-head kernels), and with packing/padding-free batches too."""
+    plain = config.plain if plain is None else plain
+    extra = getattr(config, "sft_args", None) or {}
+    if plain or extra.get("packing") or extra.get("padding_free") or extra.get("use_liger_kernel"):
+        return False
+    return bool(device_defaults(config, plain)["use_cpu"] or not accelerator_available())
 
 
 def lora_config(config: Any):
@@ -284,7 +300,8 @@ def lora_config(config: Any):
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
 
 
-def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.float32):
+def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.float32,
+                             attn_implementation: str | None = None):
     """Load a causal LM (training dtype, fp32 master weights by default) and its tokenizer with a chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -295,7 +312,8 @@ def load_model_and_tokenizer(folder: str | Path, dtype: torch.dtype = torch.floa
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, **extra)
     return model, tokenizer
 
 
@@ -327,7 +345,7 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_ro
         processing_class=tokenizer,
         peft_config=lora_config(config),
         callbacks=[throughput, *(callbacks or [])],
-        completion_head=not plain,
+        completion_head=use_completion_head(config, plain),
     )
     throughput.trainer = trainer
     return trainer, throughput
@@ -353,7 +371,8 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model_and_tokenizer(model_folder)
+    model, tokenizer = load_model_and_tokenizer(model_folder,
+                                                attn_implementation=getattr(config, "attn_implementation", None))
     trainer, throughput = make_sft_trainer(model, tokenizer, train_rows, eval_rows, config, output_dir,
                                            callbacks=callbacks)
     checkpoint = latest_checkpoint(output_dir) if resume else None
@@ -372,11 +391,14 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics["first_loss"], metrics["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     adapter_dir = output_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
+    trainer.save_model(str(adapter_dir))  # every rank calls it (ZeRO-3 gathers); the main process writes
     metrics["adapter"] = str(adapter_dir)
-    metrics["curves"] = plot_curves(trainer.state.log_history, output_dir / "training_curves.png",
-                                    title=f"SFT {output_dir.name}")
-    write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    metrics["completion_head"] = trainer.completion_head
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(adapter_dir))
+        metrics["curves"] = plot_curves(trainer.state.log_history, output_dir / "training_curves.png",
+                                        title=f"SFT {output_dir.name}")
+        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    trainer.accelerator.wait_for_everyone()
     metrics["log_history"] = trainer.state.log_history
     return metrics

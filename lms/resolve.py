@@ -3,6 +3,10 @@
 Every CLI accepts the same strings: ``local:gemma-3-270m`` (embedded default), ``local:/path[+/adapter]``, or a
 litellm model (``openai/gpt-4.1-mini``, ``ollama_chat/qwen3:8b``, ``hosted_vllm/<name>`` with ``api_base``). API keys
 are only read from environment variables named by ``api_key_env``; they are never stored in configs or saved state.
+
+Per-role specs (``teacher_lm``, ``judge_lm``, ``lm``, ``predictor_lm`` in every CLI and YAML) are a string or a mapping
+``{model, api_base, api_key_env, max_tokens, temperature, num_retries}`` (:func:`lm_spec`); on the command line a
+mapping is written as YAML flow text: ``--judge_lm '{model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY}'``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import inspect
 import logging
 import math
 import os
+import re
 from typing import Any
 
 import dspy
@@ -60,6 +65,84 @@ def load(spec: str = DEFAULT_SPEC, **kwargs: Any) -> dspy.LM:
                    async_engine=AsyncLocalEngine(engine), **kwargs)
 
 
+LM_SPEC_KEYS = ("model", "api_base", "api_key_env", "max_tokens", "temperature", "num_retries", "cache")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def lm_spec(value: Any, *, role: str = "lm", api_base: str | None = None, **defaults: Any) -> str | dict | None:
+    """Validates one role's LM spec from a config or flag and fills shared defaults.
+
+    Args:
+        value: None, a spec string, YAML flow text of a mapping (``"{model: ..., api_base: ...}"``) or a mapping with
+            keys of :data:`LM_SPEC_KEYS`.
+        role: The config key (``teacher_lm``, ``judge_lm``, ...) named in errors.
+        api_base: A CLI-wide ``--api_base`` for remote specs that give none.
+        **defaults: Further defaults for remote specs (e.g. ``max_tokens``), used when the spec gives none.
+
+    Returns:
+        None, the spec string (local models, or a remote model without options) or a mapping for
+        :func:`resolve_lm`. No key is read here; ``api_key_env`` is resolved when the LM is built.
+
+    Raises:
+        ValueError: For an unknown key, an ``api_key`` value, a missing model, a bad environment variable name, or
+            remote-only options on a local model.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            import yaml
+
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{role}: not a valid YAML mapping ({exc}).") from None
+        elif not text:
+            raise ValueError(f"{role}: the LM spec is empty.")
+        else:
+            value = {"model": text}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, dict):
+        raise ValueError(f"{role}: an LM spec is a string or a mapping, got {type(value).__name__}.")
+    if "api_key" in value:
+        raise ValueError(f"{role}: do not put API keys in LM specs; set api_key_env to the name of an environment "
+                         "variable that holds the key.")
+    unknown = sorted(set(value) - set(LM_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{role}: unknown LM spec key(s) {unknown}; allowed: {list(LM_SPEC_KEYS)}.")
+    model = value.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"{role}: the LM spec needs a 'model' string, got {model!r}.")
+    out = {k: v for k, v in value.items() if v is not None}
+    out["model"] = model.strip()
+    key_env = out.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+        raise ValueError(f"{role}: api_key_env must name an environment variable (e.g. OPENAI_API_KEY), got "
+                         f"{key_env!r}.")
+    if is_local_spec(out["model"]):
+        bad = sorted(set(out) & {"api_base", "api_key_env", "num_retries"})
+        if bad:
+            raise ValueError(f"{role}: {bad} are meaningless for the local model {out['model']!r}.")
+        return out["model"] if set(out) == {"model"} else out
+    if api_base and "api_base" not in out:
+        out["api_base"] = api_base
+    for key, default in defaults.items():
+        if default is not None:
+            out.setdefault(key, default)
+    return out["model"] if set(out) == {"model"} else out
+
+
+def lm_model(spec: Any) -> str | None:
+    """The model string of a spec (string or mapping), for reports and comparisons."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return spec.get("model")
+    return getattr(spec, "model", None)
+
+
 def resolve_lm(spec: Any) -> dspy.LM:
     """Resolve a teacher/judge/student spec into a ``dspy.LM``.
 
@@ -76,6 +159,8 @@ def resolve_lm(spec: Any) -> dspy.LM:
     """
     if isinstance(spec, dspy.BaseLM):
         return spec
+    if isinstance(spec, str) and spec.strip().startswith("{"):
+        spec = lm_spec(spec)
     if isinstance(spec, str):
         return load(spec)
     if dataclasses.is_dataclass(spec) and not isinstance(spec, type):

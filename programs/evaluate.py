@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data-dir ../shared/data
+    python -m programs.evaluate --dataset nlsy79 --program markov --split dev --data_dir ../shared/data
     python -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --max_examples 50
     python -m programs.evaluate --program joint --lm openai/gpt-4.1-mini --judge_lm openai/gpt-4.1-mini
     python -m programs.evaluate --config configs/eval.yaml --k 10
@@ -48,13 +48,15 @@ class EvalConfig:
 
     dataset: str = field(default="synthetic", metadata={"help": "Dataset spec: nlsy79, synthetic or jsonl:PATH."})
     program: str = field(default="markov", metadata={"help": f"Program to evaluate: {', '.join(PROGRAMS)}."})
-    lm: str = field(default="local:gemma-3-270m", metadata={
-        "help": "LM spec of LM programs (local:gemma-3-270m, local:/path[+adapter], or a litellm model string)."})
-    predictor_lm: str | None = field(default=None, metadata={
-        "help": "Separate LM spec for the occupation step (two-model mode); default: --lm."})
-    judge_lm: str | None = field(default=None, metadata={
-        "help": "LM spec of the reason judge; when set, mean judge scores are reported. Default: no judge."})
-    api_base: str | None = field(default=None, metadata={"help": "API base URL for remote LMs (vLLM/SGLang/Ollama)."})
+    lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={
+        "help": "LM of LM programs: a spec string (local:gemma-3-270m, local:/path[+adapter], a litellm model) or a "
+                "mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}."})
+    predictor_lm: str | dict[str, Any] | None = field(default=None, metadata={
+        "help": "Separate LM (string or mapping) for the occupation step (two-model mode); default: --lm."})
+    judge_lm: str | dict[str, Any] | None = field(default=None, metadata={
+        "help": "LM (string or mapping) of the reason judge; when set, mean judge scores are reported. Default: none."})
+    api_base: str | None = field(default=None, metadata={
+        "help": "Default API base URL of remote string specs (a mapping's own api_base wins)."})
     top1: str = field(default="answer", metadata={
         "help": "LM programs: 'answer' (the normalized generated title) or 'ranked' (best constrained-ranking title)."})
     threads: int = field(default=4, metadata={"help": "Worker threads for LM programs (local LMs batch them)."})
@@ -74,6 +76,10 @@ class EvalConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
+        from programs.run_dir import check_lm_spec
+
+        for role in ("lm", "predictor_lm", "judge_lm"):
+            setattr(self, role, check_lm_spec(getattr(self, role), role))
         if self.program not in PROGRAMS:
             raise ValueError(f"program must be one of {list(PROGRAMS)}, got {self.program!r}.")
         if self.top1 not in ("answer", "ranked"):
@@ -162,6 +168,7 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     preds = [model(history=ex.get("history"), states=ex.get("states"), career=ex.get("career")) for ex in evalset]
     scored = evaluate_predictions(evalset, preds, taxonomy, ks=tuple(sorted({1, config.k})))
     rows = scored.pop("per_example")
+    scored["ranking_methods"] = {"baseline_probability": sum(1 for p in preds if p.get("ranked"))}
     # state-level accuracy (e.g. the 1980 Census category for NLSY79): the baselines' own label space
     with_state = [(ex.get("gold_state"), pred.get("state")) for ex, pred in zip(evalset, preds, strict=True)
                   if ex.get("gold_state")]
@@ -188,10 +195,12 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     return results
 
 
-def _lm(spec: str | None, config: EvalConfig) -> Any:
-    if spec is None or spec.startswith("local"):
+def _lm(spec: Any, config: EvalConfig) -> Any:
+    if spec is None or (isinstance(spec, str) and spec.startswith("local")):
         return spec
-    return {"model": spec, "api_base": config.api_base} if config.api_base else spec
+    from lms.resolve import lm_spec
+
+    return lm_spec(spec, api_base=config.api_base)
 
 
 def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,

@@ -203,6 +203,55 @@ def safe_child(root: Path, relative: Any) -> Path:
     return path
 
 
+def _adapter_specs(root: Path, manifest: dict) -> dict[str, str]:
+    """Student specs ``local:<base>+<run>/<stage>/adapter`` from a distill manifest's relative adapter folders."""
+    adapters, base = manifest.get("adapters"), manifest.get("base")
+    if not adapters:
+        return {}
+    if not isinstance(adapters, dict) or not isinstance(base, str) or not base.startswith("local"):
+        raise ValueError(f"{root / MANIFEST_FILE}: 'adapters' needs a local 'base' spec and step: folder entries.")
+    out = {}
+    for step, rel in adapters.items():
+        folder = safe_child(root, rel)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{root / MANIFEST_FILE}: adapter folder {folder} of step {step!r} is missing.")
+        out[str(step)] = f"{base}+{folder}"
+    return out
+
+
+def run_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a compile or distill run directory written before runs saved ``nextocc.json``.
+
+    A compile run (``program.json`` + ``config.yaml``) gives the optimized program on the teacher's spec (a
+    remote teacher's ``api_base`` is not taken from the file: pass ``lm=``); a distill run (``metrics.json`` with
+    ``students``) gives the zero-shot program on the student adapters.
+
+    Raises:
+        FileNotFoundError: When ``root`` is neither.
+    """
+    import yaml
+
+    config = root / "config.yaml"
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    base = {"format": MANIFEST_FORMAT, "class": "NextOccupation", "k": 5, "top1": "answer", "data_dir": None}
+    teacher = cfg.get("teacher_lm")
+    teacher = teacher if isinstance(teacher, str) else (teacher or {}).get("model") if isinstance(teacher, dict) \
+        else None
+    if (root / PROGRAM_FILE).is_file() and "teacher_lm" in cfg:
+        return {**base, "mode": cfg.get("mode", "two_step"), "lms": {"reasoner": teacher, "predictor": teacher},
+                "program": PROGRAM_FILE, "data_dir": cfg.get("data_dir")}
+    metrics = root / "metrics.json"
+    if metrics.is_file() and "students" in (results := json.loads(metrics.read_text(encoding="utf-8"))):
+        students = results["students"] if isinstance(results["students"], dict) else {}
+        adapters = {role: f"{Path(str(spec).partition('+')[2]).parent.name}/adapter"
+                    for role, spec in students.items() if "+" in str(spec)}
+        return {**base, "mode": results.get("program_mode") or "two_step", "lms": {}, "program": None,
+                "base": results.get("base"), "adapters": adapters}
+    raise FileNotFoundError(f"{root / MANIFEST_FILE} not found: {root} is neither a directory saved by save() nor a "
+                            "compile run (program.json + config.yaml) nor a distill run (metrics.json with students).")
+
+
 class _ClassOrInstanceMethod:
     """Descriptor: ``Cls.load(run_dir)`` builds a program; ``instance.load(path.json)`` is DSPy's state load."""
 
@@ -231,6 +280,9 @@ class NextOccupation(dspy.Module):
             ``"ranked"``, the best option of the local engine's ranking when it is available (with the engine's
             default ``choice_decoding='ranked'`` both agree; with greedy decoding they can differ). Falls back to the
             answer.
+        server_constraint: The occupation constraint sent to a served ``hosted_vllm/...`` predictor
+            (:mod:`programs.serving`): ``"auto"`` (vLLM ``structured_outputs``), ``"guided_choice"`` (older vLLM),
+            ``"structured_outputs"`` or ``"off"``.
     """
 
     SHARED_ATTRS = ("reasoner_lm", "predictor_lm", "_taxonomy", "baseline")
@@ -246,8 +298,14 @@ class NextOccupation(dspy.Module):
         data_dir: str | os.PathLike | None = None,
         k: int = 5,
         top1: str = "answer",
+        server_constraint: str = "auto",
     ):
         super().__init__()
+        from programs.serving import STYLES
+
+        if server_constraint not in STYLES:
+            raise ValueError(f"server_constraint must be one of {STYLES}, got {server_constraint!r}")
+        self.server_constraint = server_constraint
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not isinstance(k, int) or k < 1:
@@ -346,12 +404,12 @@ class NextOccupation(dspy.Module):
                 reason = self.reasoner(history=text, **extra).reason
             inputs = {"history": text, **extra, "reason": reason}
             with _lm_context(self.predictor_lm):
-                out = self.predictor(**inputs)
+                out = self.predictor(**inputs, **self._server_config())
             prefix = None
         else:
             inputs = {"history": text, **extra}
             with _lm_context(self.predictor_lm):
-                out = self.predictor(**inputs)
+                out = self.predictor(**inputs, **self._server_config())
             if self.mode == "joint":
                 reason = out.reason
             prefix = {"reason": reason} if self.mode == "joint" else None
@@ -360,6 +418,16 @@ class NextOccupation(dspy.Module):
         for key, value in extra.items():
             pred[key] = value
         return pred
+
+    def _server_config(self) -> dict[str, Any]:
+        """``{"config": {"extra_body": ...}}`` constraining a served predictor's occupation to the titles, else {}."""
+        from programs.serving import is_served, request_config
+
+        lm = self.predictor_lm or dspy.settings.lm
+        if self.server_constraint == "off" or not is_served(lm):
+            return {}
+        cfg = request_config(lm, self.predictor.signature, self.taxonomy.titles, self.server_constraint)
+        return {"config": cfg} if cfg else {}
 
     def _finish(self, raw: Any, inputs: dict, prefix: dict | None) -> dspy.Prediction:
         raw = "" if raw is None else str(raw).strip()
@@ -375,8 +443,11 @@ class NextOccupation(dspy.Module):
         elif not match.matched:
             logger.warning("Occupation answer %r matches no O*NET-SOC 2019 title; kept as text (scored as a miss).",
                            raw)
+        lm = self.predictor_lm or dspy.settings.lm
+        constraint = "local" if is_local_lm(lm) else "server" if self._server_config() else "none"
         return dspy.Prediction(occupation=occupation, onet_code=code, ranked=local or self._rank_text(raw),
-                               matched=matched, raw_occupation=raw, method=method)
+                               matched=matched, raw_occupation=raw, method=method,
+                               ranking="exact" if local else "text", constraint=constraint)
 
     def _rank_text(self, raw: str) -> list[tuple[str, float]]:
         if not raw:
@@ -412,6 +483,7 @@ class NextOccupation(dspy.Module):
             "lms": dict(self.lm_specs),
             "k": self.k,
             "top1": self.top1,
+            "server_constraint": self.server_constraint,
             "data_dir": self.data_dir,
             "program": PROGRAM_FILE,
         }
@@ -437,7 +509,7 @@ class NextOccupation(dspy.Module):
     @classmethod
     def _manifest_options(cls, manifest: dict) -> dict[str, Any]:
         return {"mode": manifest.get("mode", "two_step"), "k": int(manifest.get("k", 5)),
-                "top1": manifest.get("top1", "answer")}
+                "top1": manifest.get("top1", "answer"), "server_constraint": manifest.get("server_constraint", "auto")}
 
     @classmethod
     def _load_run_dir(
@@ -457,26 +529,36 @@ class NextOccupation(dspy.Module):
         uses DSPy's configured LM). ``data_dir`` overrides the manifest's; a manifest ``data_dir`` is used only when
         it is an existing absolute directory.
 
+        ``run_dir`` may also be a ``compile.optimize`` run (the optimized program) or a ``finetune.distill`` run
+        (the student with its adapters); see :func:`run_manifest`.
+
         Raises:
-            FileNotFoundError: No ``nextocc.json`` in ``run_dir``.
+            FileNotFoundError: No ``nextocc.json`` in ``run_dir`` and it is no compile/distill run.
             ValueError: A malformed manifest, a path that leaves ``run_dir``, or a manifest of another class.
         """
         root = Path(run_dir).resolve()
         man_path = root / MANIFEST_FILE
-        if not man_path.is_file():
-            raise FileNotFoundError(f"{man_path} not found: {run_dir} is not a run directory saved by save().")
-        manifest = json.loads(man_path.read_text(encoding="utf-8"))
+        if man_path.is_file():
+            manifest = json.loads(man_path.read_text(encoding="utf-8"))
+        else:
+            manifest = run_manifest(root)
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"{man_path} is not a {MANIFEST_FORMAT} manifest.")
         if manifest.get("class") != cls.__name__:
             raise ValueError(f"{man_path} holds a {manifest.get('class')}, not a {cls.__name__}; use that class.")
-        state_path = safe_child(root, manifest.get("program", PROGRAM_FILE))
-        if state_path.suffix != ".json":  # JSON state only: never a pickle named by a manifest
-            raise ValueError(f"{man_path}: the program state must be a .json file, got {manifest.get('program')!r}.")
+        state_path = None
+        if manifest.get("program", PROGRAM_FILE) is None and not manifest.get("adapters"):
+            raise ValueError(f"{man_path}: 'program' may be null only for a distilled student ('adapters').")
+        if manifest.get("program", PROGRAM_FILE) is not None:  # a distilled student runs zero-shot: no state file
+            state_path = safe_child(root, manifest.get("program", PROGRAM_FILE))
+            if state_path.suffix != ".json":  # JSON state only: never a pickle named by a manifest
+                raise ValueError(f"{man_path}: the program state must be a .json file, got "
+                                 f"{manifest.get('program')!r}.")
         specs = manifest.get("lms") or {}
         # spec strings only (what save() writes): a dict could smuggle an api_base that receives the user's API key
         if not isinstance(specs, dict) or any(v is not None and not isinstance(v, str) for v in specs.values()):
             raise ValueError(f"{man_path}: 'lms' must map steps to LM spec strings; pass lm= to load() instead.")
+        specs = {**specs, **_adapter_specs(root, manifest)}
         if data_dir is None and taxonomy is None:
             saved = manifest.get("data_dir")
             if isinstance(saved, str) and Path(saved).is_absolute() and Path(saved).is_dir():
@@ -493,7 +575,8 @@ class NextOccupation(dspy.Module):
             data_dir=data_dir,
             **kwargs,
         )
-        dspy.Module.load(prog, state_path)
+        if state_path is not None:
+            dspy.Module.load(prog, state_path)
         return prog
 
     load = _ClassOrInstanceMethod(_load_run_dir.__func__, dspy.Module.load)

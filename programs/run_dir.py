@@ -1,6 +1,7 @@
 """Run-directory utilities shared by the command-line tools (TRL-style).
 
-One directory per invocation (:func:`make_run_dir`) holds the resolved configuration
+One directory per invocation (:func:`make_run_dir`, which also writes ``provenance.json``: git commit, package
+versions, CPU/GPU, dtype; see :mod:`programs.provenance`) holds the resolved configuration
 (:func:`write_config`, secrets redacted), results written atomically (:func:`write_json`) and
 record streams that survive a crash (:class:`JsonlWriter` / :func:`read_jsonl`).
 
@@ -69,6 +70,7 @@ def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix:
         if path.exists() and any(path.iterdir()) and not resume:
             raise FileExistsError(f"Run directory {path} already exists and is not empty; choose another name.")
         path.mkdir(parents=True, exist_ok=True)
+        _provenance(path)
         return path
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{prefix}-{stamp}"
@@ -79,8 +81,35 @@ def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix:
         except FileExistsError:
             continue
         logger.info("Run directory: %s", path)
+        _provenance(path)
         return path
     raise FileExistsError(f"Could not create a fresh run directory under {parent}.")
+
+
+def _provenance(path: Path) -> None:
+    """Writes ``provenance.json`` into a new run directory (never fails the run)."""
+    try:
+        from programs.provenance import write_provenance
+
+        write_provenance(path)
+    except Exception as exc:  # noqa: BLE001 - provenance is a record, not a precondition
+        logger.warning("Could not write %s/provenance.json: %s", path, exc)
+
+
+def check_lm_spec(value: Any, role: str) -> Any:
+    """A config's per-role LM spec, validated (:func:`lms.resolve.lm_spec`): a plain string is kept as is (and
+    ``lms`` is not imported for it); YAML mapping text becomes a mapping.
+
+    Raises:
+        ValueError: For an invalid spec, naming the role.
+    """
+    if value is None or (isinstance(value, str) and not value.strip().startswith("{")):
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"{role}: the LM spec is empty.")
+        return value
+    from lms.resolve import lm_spec
+
+    return lm_spec(value, role=role)
 
 
 def _plain(obj: Any) -> Any:

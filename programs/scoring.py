@@ -29,7 +29,7 @@ def _failed(exc: Exception) -> dspy.Prediction:
 
 
 def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: int = 1,
-                  inputs: tuple[str, ...] | None = None) -> list[dspy.Prediction]:
+                  inputs: tuple[str, ...] | None = None, progress: bool = True) -> list[dspy.Prediction]:
     """Runs ``program`` on every example (in ``threads`` worker threads), in order.
 
     Args:
@@ -37,6 +37,7 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         examples: Examples whose ``inputs()`` (or the named ``inputs``) are passed as keyword arguments.
         threads: Worker threads.
         inputs: Field names to pass instead of ``example.inputs()``.
+        progress: Show DSPy's progress bar (``threads > 1``).
 
     Returns:
         One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
@@ -53,7 +54,7 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
 
     if threads <= 1:
         return [run(ex) for ex in examples]
-    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=False,
+    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=not progress,
                                 timeout=10**6)
     return list(executor.execute(run, list(examples)))
 
@@ -108,6 +109,15 @@ def score_program(
     scored = evaluate_predictions(examples, preds, taxonomy, ks=ks)
     rows = scored.pop("per_example")
     scored["errors"] = sum(1 for p in preds if p.get("error"))
+    # how ranked lists were made (exact local ranking, text similarity, a baseline's probabilities) and how the
+    # occupation was constrained (local engine, server-side guided choice, none): Acc@k/MRR depend on it
+    for key, default in (("ranking", "baseline"), ("constraint", "none")):
+        counts: dict[str, int] = {}
+        for p in preds:
+            if not p.get("error"):
+                value = p.get(key) or default
+                counts[value] = counts.get(value, 0) + 1
+        scored[f"{key}_methods"] = counts
     verdicts: list[dict] = []
     if judge is not None:
         means, verdicts = judge_means(judge, examples, preds, threads=threads)
@@ -121,6 +131,7 @@ def score_program(
             "gold_occupation": ex.get("occupation"), "gold_codes": list(ex.get("gold_codes") or []),
             "reason": pred.get("reason"), "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
             "matched": pred.get("matched"), "ranked": [list(r) for r in pred.get("ranked") or []],
+            "ranking": pred.get("ranking"),
             "error": pred.get("error"), "scores": row,
             "judge": next(it) if (judge is not None and pred.get("reason")) else None,
         })

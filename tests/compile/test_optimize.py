@@ -49,6 +49,15 @@ def test_run_writes_every_artifact_and_resumes(tmp_path):
     res2 = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
     assert res2["candidates"]["generated"] == 0 and res2["candidates"]["skipped"] == 6
     assert len((run / "candidates.jsonl").read_text().splitlines()) == 6
+    # the run directory loads as the optimized program; provenance.json records the code and machine
+    from programs.next_occupation import NextOccupation
+
+    loaded = NextOccupation.load(run, lm=scripted_lm())
+    assert loaded.mode == "joint"
+    assert [len(p.demos) for _, p in loaded.named_predictors()] == \
+        [len(p["demos"]) for p in json.loads((run / "program.json").read_text()).values() if "demos" in p]
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["packages"]["dspy"] and prov["machine"]["cpu"]["model"] and "dirty" in prov["git"]
 
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
@@ -99,6 +108,42 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
     bad.write_text("dataset: synthetic\nmetric_threshold: 1.5\n")
     assert main(["--config", str(bad)]) == 2
     assert "metric_threshold" in capsys.readouterr().err
+    bad.write_text("dataset: synthetic\njudge_lm: {model: openai/gpt-4.1-mini, api_key: sk-123}\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "judge_lm" in err and "api_key_env" in err and "sk-123" not in err
+    assert main(["--teacher_lm", "{model: hosted_vllm/t, api_base: http://h:8000/v1, temprature: 0.7}"]) == 2
+    assert "temprature" in capsys.readouterr().err
+
+
+def test_per_role_lm_specs_from_yaml_and_flags(tmp_path):
+    from compile.config import OptimizeConfig
+    from compile.optimize import _lm_spec
+    from programs.run_dir import load_config
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("teacher_lm: {model: hosted_vllm/qwen, api_base: 'http://gpu:8000/v1', temperature: 0.8}\n"
+                        "api_base: http://default:1/v1\n")
+    cfg = load_config(OptimizeConfig, ["--config", str(cfg_file), "--judge_lm",
+                                       "{model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY, num_retries: 5}"])
+    teacher = _lm_spec(cfg.teacher_lm, cfg, "teacher_lm")
+    judge = _lm_spec(cfg.judge_lm, cfg, "judge_lm")
+    assert teacher == {"model": "hosted_vllm/qwen", "api_base": "http://gpu:8000/v1", "temperature": 0.8,
+                       "max_tokens": cfg.max_tokens}
+    assert judge == {"model": "openai/gpt-4.1-mini", "api_key_env": "OPENAI_API_KEY", "num_retries": 5,
+                     "api_base": "http://default:1/v1", "max_tokens": cfg.max_tokens}
+    assert _lm_spec("local:gemma-3-270m", cfg) == "local:gemma-3-270m"
+
+
+def test_study_takes_lm_flags(tmp_path):
+    from compile.study import CompileStudyConfig, base_compile_config
+    from programs.run_dir import load_config
+
+    study = load_config(CompileStudyConfig, ["--teacher_lm", "{model: hosted_vllm/t, api_base: http://h:8000/v1}",
+                                             "--judge_lm", "openai/gpt-4.1-mini"])
+    base = base_compile_config(study)
+    assert base["teacher_lm"] == {"model": "hosted_vllm/t", "api_base": "http://h:8000/v1"}
+    assert base["judge_lm"] == "openai/gpt-4.1-mini"
 
 
 def test_example_ids_used_for_resume_are_per_transition():

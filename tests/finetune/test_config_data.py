@@ -87,3 +87,67 @@ def test_export_matches_dspy_bootstrap_finetune_format():
     data = dspy.ChatAdapter().format_finetune_data(GenerateReason, [], {"history": "Cashier 2010-2012"},
                                                    {"reason": "likes retail"})
     assert chat_to_prompt_completion([data]) == [row]
+
+
+def test_every_trl_field_works_as_flag_and_yaml_key(tmp_path, compile_run):
+    from finetune.artifacts import dpo_kwargs
+    from finetune.trainer import build_sft_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"from_run: {compile_run}\noptim: adafactor\nhub_model_id: me/student\ndpo_loss_type: [ipo]\n")
+    config = parse_config(DistillConfig, ["--config", str(cfg), "--optim", "adamw_torch", "--push_to_hub",
+                                          "--torch_compile", "false", "--dpo", "true", "--dpo_label_smoothing", "0.1",
+                                          "--max_steps", "3"])
+    assert config.sft_args == {"optim": "adamw_torch", "hub_model_id": "me/student", "push_to_hub": True,
+                               "torch_compile": False}
+    assert config.dpo_args == {"loss_type": ["ipo"], "label_smoothing": 0.1}
+    args = build_sft_config(config, tmp_path / "stage", has_eval=False)
+    assert (args.optim, args.hub_model_id, args.push_to_hub, args.max_steps) == ("adamw_torch", "me/student", True, 3)
+    assert not args.bf16 or not args.gradient_checkpointing  # CPU-safe defaults stay
+    dpo = dpo_kwargs(config, tmp_path / "dpo")
+    assert dpo["optim"] == "adamw_torch" and dpo["loss_type"] == ["ipo"] and dpo["label_smoothing"] == 0.1
+
+
+def test_unknown_trl_key_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"'optimm'.*Did you mean optim.*Valid keys.*: \[") as err:
+        parse_config(DistillConfig, ["--from_run", "x", "--optimm", "adamw_torch"])
+    assert "push_to_hub" in str(err.value) and "dpo_loss_type" in str(err.value)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("from_run: x\ndeepspeedd: ds.json\n")
+    with pytest.raises(ValueError, match="deepspeedd.*Did you mean deepspeed"):
+        parse_config(DistillConfig, ["--config", str(cfg)])
+    with pytest.raises(ValueError, match="set by the distill run"):
+        DistillConfig(from_run="x", sft_args={"eval_strategy": "no"})
+
+
+def test_invalid_trl_value_fails_before_a_run_dir_exists(tmp_path, compile_run, capsys):
+    out = tmp_path / "runs"
+    with pytest.raises(SystemExit) as exit_info:  # a flag: rejected by HfArgumentParser, as in TRL's scripts
+        main(["--from_run", str(compile_run), "--optim", "no_such_optimizer", "--output_dir", str(out)])
+    assert exit_info.value.code == 2 and "no_such_optimizer" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"from_run: {compile_run}\noutput_dir: {out}\noptim: no_such_optimizer\n")
+    assert main(["--config", str(cfg)]) == 2  # a YAML value: TRL's own validation, before anything is written
+    assert "no_such_optimizer" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_help_lists_the_trl_fields(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(DistillConfig, ["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--lora_r" in text and "deepspeed" in text and "dpo_loss_type" in text
+
+
+def test_demo_data_help_is_not_a_path(tmp_path, capsys, monkeypatch):
+    from finetune import demo_data
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        demo_data.main(["--help"])
+    assert exit_info.value.code == 0 and "OUT_DIR" in capsys.readouterr().out
+    assert not (tmp_path / "--help").exists()
+    with pytest.raises(SystemExit):
+        demo_data.main(["--out"])  # an unknown/incomplete flag is an error, never a folder name
+    assert list(tmp_path.iterdir()) == []

@@ -37,6 +37,10 @@ def test_two_model_with_dpo_and_merge(compile_run, tiny_model_dir, tmp_path):
     for key in res["merged"]:
         assert (run / "merged" / key / "model.safetensors").exists()
     assert json.loads((run / "metrics.json").read_text())["mode"] == "two_model"
+    # the serving recipe: one vLLM server, one LoRA module per step, then hosted_vllm/<module> in the program
+    assert f"--lora-modules reason_dpo={run.resolve()}/reason_dpo/adapter predict={run.resolve()}/predict/adapter" \
+        in report and "--max-lora-rank 8" in report
+    assert "--lm '{model: hosted_vllm/reason_dpo" in report and "--predictor_lm '{model: hosted_vllm/predict" in report
 
 
 def test_resume_reuses_latest_checkpoint(compile_run, tiny_model_dir, tmp_path):
@@ -81,6 +85,19 @@ def test_student_runs_in_the_program(compile_run, tiny_model_dir, tmp_path, taxo
                            examples=[ex], taxonomy=taxonomy, program_mode="two_step")
     assert out["available"], out
     assert out["metrics"]["n"] == 1
+    # the distill run directory loads as the program on its student adapters (paths relative to the run)
+    from programs.next_occupation import NextOccupation
+
+    moved = tmp_path / "moved"
+    shutil.move(res["run_dir"], moved)
+    program = NextOccupation.load(moved, taxonomy=taxonomy)
+    assert program.mode == "two_step" and program.lm_specs["predictor"].endswith(f"{moved}/predict/adapter")
+    assert program.lm_specs["reasoner"].endswith(f"{moved}/reason/adapter")
+    assert program(ex.history).ranked  # runs (exact local ranking of the titles)
+    (moved / "nextocc.json").unlink()  # runs written before the manifest: found from metrics.json
+    older = NextOccupation.load(moved, taxonomy=taxonomy)
+    assert older.lm_specs == program.lm_specs
+    assert json.loads((moved / "provenance.json").read_text())["git"]["commit"]
 
 
 def test_study_resumes_after_interruption(compile_run, tiny_model_dir, tmp_path):

@@ -307,3 +307,24 @@ def test_real_local_engine_ranking(taxonomy, tiny_local_lm, mode):
     assert [s for _, s in pred.ranked] == sorted((s for _, s in pred.ranked), reverse=True)
     assert pred.occupation == pred.ranked[0][0] and pred.onet_code == taxonomy.code_for_title(pred.occupation)
     assert prog.lm_specs["predictor"] == f"local:{folder}"
+
+
+def test_load_accepts_a_compile_run_directory(tmp_path, taxonomy):
+    """Compile runs saved program.json (+ config.yaml) without nextocc.json; load() restores them anyway."""
+    import yaml
+
+    from programs.next_occupation import NextOccupation as Program
+
+    run = tmp_path / "compile-1"
+    run.mkdir()
+    optimized = Program(mode="joint", taxonomy=taxonomy)
+    optimized.predictor.demos = [dspy.Example(history="Jobs: Cashier", reason="r", occupation="Cashiers")]
+    optimized.save(str(run / "program.json"))
+    (run / "config.yaml").write_text(yaml.safe_dump({"mode": "joint", "teacher_lm": "openai/gpt-4.1-mini",
+                                                     "judge_lm": "openai/gpt-4.1-mini"}))
+    loaded = Program.load(run, taxonomy=taxonomy)
+    assert loaded.mode == "joint" and len(loaded.predictor.demos) == 1
+    assert loaded.lm_specs == {"reasoner": "openai/gpt-4.1-mini", "predictor": "openai/gpt-4.1-mini"}
+    (run / "program.json").unlink()
+    with pytest.raises(FileNotFoundError, match="neither a directory saved by save"):
+        Program.load(run, taxonomy=taxonomy)

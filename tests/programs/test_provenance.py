@@ -1,0 +1,29 @@
+"""provenance.json: written into every run directory, updated with what the run knows at its end."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from programs.provenance import write_provenance
+from programs.run_dir import make_run_dir
+
+
+def test_every_run_dir_gets_provenance_and_updates_keep_lm_usage(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["optimize.py", "--api_key", "sk-secret", "--hf_token=hf_x", "--n_train", "4",
+                                      "--judge_lm_api_key_env", "OPENAI_API_KEY"])
+    run = make_run_dir(tmp_path, "r")
+    first = json.loads((run / "provenance.json").read_text())
+    assert first["git"]["commit"] and isinstance(first["git"]["dirty"], bool)
+    assert first["packages"]["dspy"] and first["packages"]["trl"] and first["machine"]["cpu"]["model"]
+    assert first["dtype"] in ("float32", "bfloat16", "float16") and "lm_usage" not in first
+    assert first["command"] == ["optimize.py", "--api_key", "***", "--hf_token=***", "--n_train", "4",
+                                "--judge_lm_api_key_env", "OPENAI_API_KEY"]
+    usage = {"teacher": {"requests": 12, "prompt_tokens": 3400, "completion_tokens": 900, "cache_hits": 2,
+                         "cost": None}}
+    write_provenance(run, dtype="bfloat16", lm_usage=usage)
+    write_provenance(run)  # a later update without usage keeps it
+    final = json.loads((run / "provenance.json").read_text())
+    assert final["lm_usage"] == usage and final["dtype"] == "bfloat16" and final["dtype_source"] == "run"
+    assert final["started_at"] == first["started_at"]
+    assert "sk-secret" not in (run / "provenance.json").read_text()
