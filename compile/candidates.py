@@ -261,11 +261,13 @@ def generate_candidates(
         bar.close()
     stats["failed_examples"] = len(failed)
     if stop.is_set():
-        raise TooManyErrors(
+        exc = TooManyErrors(
             f"{len(failed)} of {len(examples)} examples failed (max_errors={max_errors:g}); stopped after "
             f"{stats['generated']} candidates, all written. Last error: {one_line(stats['last_error'], 300)}. "
             "Check the teacher/judge LM settings; a re-run resumes and retries the failed candidates."
         )
+        exc.stats = stats
+        raise exc
     logger.info("candidates: %d generated, %d already on disk, %d errors", stats["generated"], skipped,
                 stats["errors"])
     return stats

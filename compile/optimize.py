@@ -149,12 +149,16 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
             try:
                 return _run(config, run_dir, tracker, teacher_lm, judge_lm, on_phase, partial, t_start)
             except (TooManyErrors, RunFailed, KeyboardInterrupt) as exc:
+                if getattr(exc, "stats", None):
+                    partial["candidates"] = exc.stats
                 failure = {"run_dir": str(run_dir), "config": asdict(config), "status": "failed",
                            "error": str(exc) or type(exc).__name__, **partial,
                            "lm_usage": tracker.as_dict(), "seconds": round(time.perf_counter() - t_start, 1)}
                 write_json(run_dir / "metrics.json", failure)
                 write_failure_report(run_dir / "report.md", failure)
-                logger.error("compile run failed: %s", failure["error"])
+                # into log.txt only: the CLI prints the message once, as its last line
+                handler.handle(logging.makeLogRecord({"name": __name__, "levelno": logging.ERROR, "levelname": "ERROR",
+                                                      "msg": "compile run failed: %s", "args": (failure["error"],)}))
                 raise
     finally:
         logging.getLogger().removeHandler(handler)

@@ -120,8 +120,7 @@ class UsageTracker:
                 entry["parse_errors"] += 1
             elif isinstance(exc, BaseException):
                 entry["status"][status_class(exc)] += 1
-            text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-            entry["last_error"] = text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+            entry["last_error"] = _one_line(exc)
 
     def failed_attempt(self, role: str, exc: BaseException) -> None:
         """A failed attempt that DSPy will retry: its HTTP class is counted, not (yet) an error."""
@@ -148,6 +147,12 @@ class UsageTracker:
         """The counters summed over roles."""
         roles = self.as_dict().values()
         return {key: sum(r[key] for r in roles) for key in COUNTERS}
+
+
+def _one_line(exc: BaseException | str, limit: int = 300) -> str:
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _setting(key: str) -> Any:
@@ -316,7 +321,7 @@ def install() -> None:
                 with tracker._lock:
                     entry = tracker._roles.setdefault(name, _empty())
                     entry["errors"] += 1
-                    entry["last_error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:250] if str(exc).strip() else ''}"
+                    entry["last_error"] = _one_line(exc)
 
         def execute(lm, call):
             saved = getattr(_local, "attempts", 0)

@@ -75,9 +75,8 @@ def test_export_is_byte_equal_to_the_programs_live_request(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failing_teacher_is_recorded_and_max_errors_stops(tmp_path):
-    from tests.helpers.faulty_engine import faulty_lm
-
     from programs.run_dir import RunFailed
+    from tests.helpers.faulty_engine import faulty_lm
 
     teacher = faulty_lm(scripted_lm(), fail=1.0)
     with pytest.raises(RunFailed, match="no usable candidate: 0 of 6"):
@@ -115,9 +114,8 @@ def test_example_ids_used_for_resume_are_per_transition():
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failed_candidates_are_retried_on_resume(tmp_path):
-    from tests.helpers.faulty_engine import faulty_lm
-
     from programs.run_dir import RunFailed
+    from tests.helpers.faulty_engine import faulty_lm
 
     cfg = config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10)
     with pytest.raises(RunFailed):

@@ -146,3 +146,35 @@ def stub_server():
         yield server
     finally:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/helpers/stub_openai.py --mode malformed``: serve until killed (prints the base URL)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", default="ok", help="ok, 500, 429, malformed, slow or flaky")
+    parser.add_argument("--fail_rate", type=float, default=0.2, help="share of failed requests in mode flaky")
+    parser.add_argument("--retry_after", type=float, default=0, help="Retry-After seconds of 429 replies")
+    parser.add_argument("--slow_seconds", type=float, default=3.0, help="delay of mode slow")
+    parser.add_argument("--url_file", help="write the base URL to this file")
+    args = parser.parse_args(argv)
+    server = StubServer(args.mode, fail_rate=args.fail_rate, retry_after=args.retry_after,
+                        slow_seconds=args.slow_seconds)
+    print(server.url, flush=True)
+    if args.url_file:
+        with open(args.url_file, "w", encoding="utf-8") as fh:
+            fh.write(server.url)
+    seen = -1
+    try:
+        while True:
+            time.sleep(1)
+            if server.requests != seen:
+                seen = server.requests
+                print(f"requests {server.requests} statuses {dict(server.statuses)}", flush=True)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
