@@ -332,6 +332,6 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
     metrics["adapter"] = str(adapter_dir)
     metrics["curves"] = plot_curves(trainer.state.log_history, output_dir / "training_curves.png",
                                     title=f"SFT {output_dir.name}")
-    write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+    write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name, base=getattr(config, "base", None))
     metrics["log_history"] = trainer.state.log_history
     return metrics
