@@ -48,17 +48,21 @@ _installed = False
 
 
 def status_class(exc: BaseException) -> str:
-    """The failure class of an LM exception: ``429``, ``5xx``, ``timeout``, ``connection`` or ``other``."""
-    from dspy.utils import exceptions as ex
+    """The failure class of an LM exception: ``429``, ``5xx``, ``timeout``, ``connection`` or ``other``.
 
+    Works on DSPy's ``LM*Error`` classes and on the engine's own (lm15 ``RateLimitError``, ``ServerError``,
+    ``TransportError``) as raised inside DSPy's retry loop, by HTTP status, class name and message.
+    """
     status = getattr(exc, "status", None)
-    if isinstance(exc, ex.LMRateLimitError) or status == 429:
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if status == 429 or "RateLimit" in name:
         return "429"
-    if isinstance(exc, ex.LMServerError) or (isinstance(status, int) and status >= 500):
+    if (isinstance(status, int) and status >= 500) or "ServerError" in name:
         return "5xx"
-    if isinstance(exc, (ex.LMTimeoutError, TimeoutError)) or "timed out" in str(exc).lower():
+    if isinstance(exc, TimeoutError) or "Timeout" in name or "timed out" in text or "timeout" in text:
         return "timeout"
-    if isinstance(exc, (ex.LMTransportError, ConnectionError)):
+    if isinstance(exc, ConnectionError) or "Transport" in name or "connect" in text:
         return "connection"
     return "other"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import types
 from pathlib import Path
 
 import dspy
@@ -30,7 +32,10 @@ def _fast_and_isolated(tmp_path, monkeypatch):
     from dspy.clients.cache import Cache
 
     monkeypatch.setattr(execution, "_delay", lambda exc, attempt: 0.0)
-    monkeypatch.setattr("compile.candidates.time.sleep", lambda s: None)
+    # the pipeline's own backoff: a stand-in for the module's ``time`` (patching time.sleep itself would also stop
+    # the stub server's slow mode from sleeping)
+    monkeypatch.setattr("compile.candidates.time", types.SimpleNamespace(sleep=lambda s: None,
+                                                                         perf_counter=time.perf_counter))
     monkeypatch.setattr(dspy, "cache", Cache(enable_disk_cache=True, enable_memory_cache=True,
                                              disk_cache_dir=str(tmp_path / "dspy_cache")))
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -205,7 +210,7 @@ def test_paper_claims_with_every_lm_call_failing_exits_1(stub_server, tmp_path, 
     stub_server.mode = "500"
     args = ["--datasets", "synthetic", "--data_dir", str(DATA), "--n_test", "4", "--lm", "openai/stub",
             "--api_base", stub_server.url, "--rows", "markov,zero_shot_two_step", "--threads", "1", "--n_boot",
-            "50", "--synthetic_persons", "60", "--compile_run", "none", "--distill_joint_run", "none",
+            "100", "--synthetic_persons", "60", "--compile_run", "none", "--distill_joint_run", "none",
             "--distill_two_model_run", "none", "--output_dir", str(tmp_path / "runs"), "--run_name", "c"]
     assert main(args) == 1
     last = _last_line(capsys.readouterr().err)
