@@ -220,7 +220,7 @@ def generate_candidates(
     stop = threading.Event()
     stats: dict[str, Any] = {"generated": 0, "skipped": skipped, "errors": 0, "last_error": None}
     failed: set[str] = set()
-    bar = tqdm(total=len(todo), desc="candidates", disable=not todo, leave=False)
+    bar = tqdm(total=len(todo), desc="candidates", disable=True if not todo else None, leave=False)  # None: TTY only
 
     def work(item):
         if stop.is_set():
