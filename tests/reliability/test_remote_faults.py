@@ -217,3 +217,37 @@ def test_paper_claims_with_every_lm_call_failing_exits_1(stub_server, tmp_path, 
     assert last.startswith("error: every LM row failed") and "zero_shot_two_step" in last
     claims = json.loads((tmp_path / "runs" / "c" / "claims.json").read_text())
     assert claims["lm_usage"]["predictor"]["status"]["5xx"] == stub_server.requests > 0
+
+
+@pytest.mark.slow
+def test_sigkill_mid_compile_against_the_server_then_rerun_resumes(stub_server, tmp_path):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    from rel_helpers import driver_env, run_until_killed
+
+    root = Path(__file__).resolve().parents[2]
+    stub_server.mode, stub_server.slow_seconds = "slow", 0.15
+    env = driver_env(0.0, OPENAI_API_KEY=KEY, DSPY_CACHEDIR=str(tmp_path / "dspy_cache"))
+    cmd = [sys.executable, "-m", "compile.optimize", *_compile_args(tmp_path, stub_server.url, "--threads", "2")]
+    cands = tmp_path / "runs" / "r" / "candidates.jsonl"
+
+    def lines():
+        data = cands.read_bytes() if cands.exists() else b""
+        return data[: data.rfind(b"\n") + 1].splitlines()
+
+    run_until_killed(cmd, lambda: len(lines()) >= 3, cwd=root, env=env, timeout=120)
+    before = lines()
+    assert 3 <= len(before) < 16
+    stub_server.mode = "ok"
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = lines()
+    assert after[: len(before)] == before
+    keys = [(json.loads(x)["example_id"], json.loads(x)["candidate"]) for x in after]
+    assert len(keys) == len(set(keys)) == 16, "no candidate lost or duplicated"
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert metrics["candidates"]["skipped"] == len(before) and metrics["candidates"]["generated"] == 16 - len(before)
+    assert os.environ.get("OPENAI_API_KEY") == KEY
+    _no_key_anywhere(tmp_path / "runs", tmp_path / "dspy_cache")
