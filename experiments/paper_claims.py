@@ -780,7 +780,7 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
     (run_dir / "claims.md").write_text(text, encoding="utf-8")
     write_json(run_dir / "claims.json", jsonable(results))
     logger.info("claims written to %s (%.0fs)", run_dir, results["seconds"])
-    failed = unusable_lm_rows(results)
+    failed = unusable_lm_rows(results) if lm is not None else []  # an LM was asked for and every LM row failed
     if failed:
         exc = RunFailed(f"every LM row failed ({'; '.join(failed)}); only the LM-free rows have results. "
                         f"See lm_usage in {run_dir / 'claims.json'}.")
