@@ -255,6 +255,19 @@ def worker_seed(seed: int, n_stored: int) -> int:
     return int(digest[:8], 16)
 
 
+def _tagging_sampler(**kwargs: Any) -> Any:
+    """A ``TPESampler`` that records this worker on each trial as soon as it is created (``before_trial``), so a
+    worker killed even before its objective starts is recognised on resume."""
+    import optuna
+
+    class TaggingTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+            super().before_trial(study, trial)
+
+    return TaggingTPESampler(**kwargs)
+
+
 def open_study(config: Any):
     """Create or load the study (shared by ``finetune.study`` and ``compile.study``).
 
@@ -275,8 +288,7 @@ def open_study(config: Any):
         stale = fail_stale_trials(study)
         n_stored = len(study.get_trials(deepcopy=False))
         seed = worker_seed(config.seed, n_stored)
-        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.n_startup_trials,
-                                                   constant_liar=True)
+        study.sampler = _tagging_sampler(seed=seed, n_startup_trials=config.n_startup_trials, constant_liar=True)
     study.set_user_attr("last_resume", {"stored_trials": n_stored, "stale_failed": stale, "sampler_seed": seed})
     if n_stored:
         logger.info("Study %s: %d stored trials (%d stale failed); sampler seed %d", config.study_name, n_stored,
