@@ -7,28 +7,47 @@ flushed as soon as it is produced, so a killed run loses nothing that was writte
 the same run directory skips the ``(example_id, candidate)`` pairs already on disk.
 
 Failures are data, not crashes: an LM or judge call that raises is retried with exponential
-backoff; when the retries are spent the candidate is written with its ``error`` and the run goes on.
-More than ``max_errors`` failed examples stops the run with :class:`TooManyErrors`.
+backoff (a retry never gets DSPy's cached copy of a bad reply); when the retries are spent the candidate is
+written with its ``error`` and the run goes on. More than ``max_errors`` failed examples (a count, or a share
+of the examples below 1) stops the run in order with :class:`TooManyErrors`.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 from tqdm.auto import tqdm
 
+from lms import usage
+
 logger = logging.getLogger(__name__)
 
 
 class TooManyErrors(RuntimeError):
-    """Raised when more examples failed than ``max_errors`` allows."""
+    """Raised when more examples failed than ``max_errors`` allows (raised once every worker has finished)."""
+
+
+def error_limit(max_errors: float, n_examples: int) -> float:
+    """The number of failed examples tolerated: ``max_errors`` itself when >= 1 (a count), else that share of
+    ``n_examples`` (``0.5``: half of them); 0 stops at the first failure."""
+    if max_errors < 0:
+        raise ValueError(f"max_errors must be >= 0 (a count, or a share below 1), got {max_errors}.")
+    return float(max_errors) if max_errors >= 1 else max_errors * n_examples
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """An error message on one line (whitespace collapsed), cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def example_id(example: dspy.Example) -> str:
@@ -37,17 +56,31 @@ def example_id(example: dspy.Example) -> str:
     return f"{example.get('person_id', 'anon')}#{digest}"
 
 
+def _already_retried(exc: Exception) -> bool:
+    """True for transient LM errors (429, 5xx, timeouts, refused connections): ``dspy.LM`` already retried them
+    ``num_retries`` times with backoff, so asking again here would only multiply the wait."""
+    from dspy.utils.exceptions import is_retryable_lm_error
+
+    return is_retryable_lm_error(exc)
+
+
 def with_retries(fn: Callable[[], Any], retries: int, backoff: float = 0.5, what: str = "call") -> Any:
-    """Calls ``fn``; on an exception retries up to ``retries`` times with exponential backoff."""
+    """Calls ``fn``; on an exception retries up to ``retries`` times with exponential backoff.
+
+    Transient LM errors that DSPy already retried are raised at once. An unparseable reply is never handed back
+    by DSPy's cache on the retry (:mod:`lms.usage` drops it), so each retry reaches the LM; retries are counted
+    in the run's ``lm_usage``.
+    """
     for attempt in range(retries + 1):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - any LM/back-end failure is retried, then recorded
-            if attempt == retries:
+            if attempt == retries or _already_retried(exc):
                 raise
             delay = backoff * 2**attempt
-            logger.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(exc).__name__, exc,
+            logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, one_line(f"{type(exc).__name__}: {exc}", 200),
                            attempt + 1, retries, delay)
+            usage.record_retry()
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -81,17 +114,39 @@ def _judged_fields(judgement: dspy.Prediction) -> dict:
 EMPTY_RESAMPLE_STRIDE = 1000
 
 
-def sample_reason(example: dspy.Example, index: int, steps: CandidateSteps, retries: int) -> str:
-    """The teacher's reason for candidate ``index``; an empty reason is resampled up to ``retries`` times with
-    rollout ``index + 1000 * attempt`` (re-asking the same rollout would return DSPy's cached empty answer)."""
+def sample_reason(example: dspy.Example, index: int, steps: CandidateSteps, retries: int,
+                  backoff: float = 0.5) -> str:
+    """The teacher's reason for candidate ``index``.
+
+    A failed call or an empty reason is asked again up to ``retries`` times, each time with a fresh rollout
+    (``index + 1000 * attempt``), so DSPy's cache never hands back the same failed sample.
+    """
+    last: Exception | None = None
     for attempt in range(retries + 1):
         rollout = index + EMPTY_RESAMPLE_STRIDE * attempt
-        reason = with_retries(lambda r=rollout: steps.reason(example, r), retries, what="teacher")
+        if attempt:
+            usage.record_retry()
+        try:
+            reason = steps.reason(example, rollout)
+        except Exception as exc:  # noqa: BLE001 - retried with another rollout, then recorded
+            if attempt == retries or _already_retried(exc):
+                raise
+            last = exc
+            logger.warning("teacher failed for %s/%d (%s); retry %d/%d with rollout %d", example_id(example), index,
+                           one_line(f"{type(exc).__name__}: {exc}", 200), attempt + 1, retries,
+                           rollout + EMPTY_RESAMPLE_STRIDE)
+            time.sleep(backoff * 2**attempt)
+            continue
         if isinstance(reason, str) and reason.strip():
             return reason.strip()
+        usage.discard_last_reply()
+        usage.record_error("teacher returned an empty reason")
+        last = None
         if attempt < retries:
             logger.warning("teacher returned an empty reason for %s/%d; resampling (rollout %d)",
                            example_id(example), index, rollout + EMPTY_RESAMPLE_STRIDE)
+    if last is not None:
+        raise last
     raise ValueError(f"teacher returned an empty reason {retries + 1} times")
 
 
@@ -105,8 +160,10 @@ def make_candidate(example: dspy.Example, index: int, steps: CandidateSteps, ret
     }
     started = time.perf_counter()
     try:
-        record["reason"] = sample_reason(example, index, steps, retries)
-        pred = with_retries(lambda: steps.predict(example, record["reason"]), retries, what="predictor")
+        with usage.role("teacher"):
+            record["reason"] = sample_reason(example, index, steps, retries)
+        with usage.role("predictor"):
+            pred = with_retries(lambda: steps.predict(example, record["reason"]), retries, what="predictor")
         if pred.get("skipped"):
             record["predicted_correct"] = None  # predict_candidates: false
         else:
@@ -116,12 +173,13 @@ def make_candidate(example: dspy.Example, index: int, steps: CandidateSteps, ret
             }
             codes = set(record["gold_codes"] or [record["gold_onet_code"]])
             record["predicted_correct"] = record["prediction"]["onet_code"] in codes
-        judgement = with_retries(lambda: steps.judge(example, record["reason"]), retries, what="judge")
+        with usage.role("judge"):
+            judgement = with_retries(lambda: steps.judge(example, record["reason"]), retries, what="judge")
         record.update(_judged_fields(judgement))
         record["signals"] = steps.signals(example, record["reason"], pred)
     except Exception as exc:  # noqa: BLE001 - recorded per candidate
-        record["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        logger.warning("candidate %s/%d failed: %s", record["example_id"], index, record["error"])
+        record["error"] = one_line(f"{type(exc).__name__}: {exc}", 500)
+        logger.warning("candidate %s/%d failed: %s", record["example_id"], index, one_line(record["error"], 200))
     record["seconds"] = round(time.perf_counter() - started, 3)
     return record
 
@@ -134,10 +192,14 @@ def generate_candidates(
     n: int,
     done: set[tuple[str, int]] | None = None,
     retries: int = 2,
-    max_errors: int = 50,
+    max_errors: float = 0.5,
     threads: int = 1,
 ) -> dict:
     """Generates, judges and appends candidates for every example, skipping finished ones.
+
+    An abort is orderly: once more examples failed than ``max_errors`` allows, no new candidate starts, the ones
+    already running finish and are written, and only then :class:`TooManyErrors` is raised (once). A
+    ``KeyboardInterrupt`` in the calling thread stops the same way.
 
     Args:
         examples: Training examples (``history``, ``occupation``, ``onet_code``, ``gold_codes``).
@@ -146,23 +208,26 @@ def generate_candidates(
         n: Candidates per example.
         done: ``(example_id, candidate)`` pairs already on disk (resume).
         retries: Retries per failing call.
-        max_errors: Failed examples tolerated before :class:`TooManyErrors`.
-        threads: Worker threads (DSPy settings are propagated by :class:`dspy.Parallel`'s executor).
+        max_errors: Failed examples tolerated: a count (>= 1) or a share of the examples (below 1).
+        threads: Worker threads (DSPy settings, the LM role and the usage tracker follow each task).
 
     Returns:
-        Counts: ``generated``, ``skipped``, ``errors``, ``failed_examples``.
+        Counts: ``generated``, ``skipped``, ``errors``, ``failed_examples``, ``last_error``.
     """
-    from dspy.utils.parallelizer import ParallelExecutor
-
+    examples = list(examples)
     done = set(done or ())
     todo = [(ex, i) for ex in examples for i in range(n) if (example_id(ex), i) not in done]
-    skipped = sum(1 for _ in done)
+    skipped = len(done)
+    limit = error_limit(max_errors, len(examples))
     lock = threading.Lock()
-    stats = {"generated": 0, "skipped": skipped, "errors": 0}
+    stop = threading.Event()
+    stats: dict[str, Any] = {"generated": 0, "skipped": skipped, "errors": 0, "last_error": None}
     failed: set[str] = set()
-    bar = tqdm(total=len(todo), desc="candidates", disable=not todo, leave=False)
+    bar = tqdm(total=len(todo), desc="candidates", disable=True if not todo else None, leave=False)  # None: TTY only
 
     def work(item):
+        if stop.is_set():
+            return None
         ex, i = item
         rec = make_candidate(ex, i, steps, retries)
         with lock:
@@ -170,32 +235,42 @@ def generate_candidates(
             stats["generated"] += 1
             if rec["error"]:
                 stats["errors"] += 1
+                stats["last_error"] = rec["error"]
                 failed.add(rec["example_id"])
-                if len(failed) > max_errors:
-                    raise TooManyErrors(
-                        f"{len(failed)} examples failed (max_errors={max_errors}); last error: {rec['error']}. "
-                        "Check the teacher/judge LM settings; finished candidates are kept and a re-run resumes."
-                    )
+                if len(failed) > limit:
+                    stop.set()
             bar.update(1)
         return rec
 
     try:
         if threads <= 1:
             for item in todo:
+                if stop.is_set():
+                    break
                 work(item)
         else:
-            # max_errors=1: only TooManyErrors escapes make_candidate; no straggler resubmission (timeout).
-            executor = ParallelExecutor(num_threads=threads, max_errors=1, disable_progress_bar=True, timeout=10**6)
+            pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="candidates")
             try:
-                executor.execute(work, todo)
-            except Exception as exc:
-                cause = next((e for e in executor.exceptions_map.values() if isinstance(e, TooManyErrors)), None)
-                if cause is None and len(failed) > max_errors:
-                    cause = TooManyErrors(f"{len(failed)} examples failed (max_errors={max_errors}).")
-                raise (cause or exc) from None
+                # each task runs in a copy of the caller's context: DSPy settings (LMs, adapter, role, tracker)
+                futures = [pool.submit(contextvars.copy_context().run, work, item) for item in todo]
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # running candidates finish and are written
     finally:
         bar.close()
     stats["failed_examples"] = len(failed)
+    if stop.is_set():
+        exc = TooManyErrors(
+            f"{len(failed)} of {len(examples)} examples failed (max_errors={max_errors:g}); stopped after "
+            f"{stats['generated']} candidates, all written. Last error: {one_line(stats['last_error'], 300)}. "
+            "Check the teacher/judge LM settings; a re-run resumes and retries the failed candidates."
+        )
+        exc.stats = stats
+        raise exc
     logger.info("candidates: %d generated, %d already on disk, %d errors", stats["generated"], skipped,
                 stats["errors"])
     return stats

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
+# which optimizer reads which flag; a non-default value for an optimizer that would ignore it is rejected
+# (except under optimizer none, which runs no optimizer at all)
+OPTIMIZER_FLAGS = {
+    "max_bootstrapped_demos": ("bootstrap", "random_search", "mipro"),
+    "max_labeled_demos": ("bootstrap", "random_search", "mipro"),
+    "num_candidate_programs": ("random_search", "mipro"),
+    "gepa_max_metric_calls": ("gepa",),
+}
 
 
 @dataclass
@@ -30,7 +38,8 @@ class OptimizeConfig:
     predict_candidates: bool = field(default=True, metadata={"help": "Run the predictor on every candidate reason (prediction, likelihood utility in candidates.jsonl); false skips these LM calls (fast LM-free candidate phase)."})
     motives: bool = field(default=False, metadata={"help": "Synthetic data only: the latent-motive world (careers.motives) instead of the second-order Markov chain."})
     api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote teacher/judge string specs (a mapping's own api_base wins)."})
-    max_tokens: int = field(default=96, metadata={"help": "Max new tokens per generated field."})
+    max_tokens: int = field(default=96, metadata={"help": "Max new tokens per call of a remote teacher/judge LM: one budget for the whole reply (all output fields of the step together), sent as the request's max_tokens. Local models keep the engine's caps (128 tokens per free-text field, 512 per call)."})
+    json_fallback: bool = field(default=False, metadata={"help": "Let DSPy's ChatAdapter retry an unparseable reply with the JSONAdapter (a second request; off: the ChatAdapter's own parse error is reported)."})
     # candidates
     candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature for candidate reasons."})
@@ -48,14 +57,14 @@ class OptimizeConfig:
     max_bootstrapped_demos: int = field(default=2, metadata={"help": "Bootstrapped demos per predictor (bootstrap, random_search, mipro)."})
     metric_threshold: float = field(default=0.5, metadata={"help": "Score in [0, 1] (JudgeMetric: mean of AccRM and the judge's oracle score) a bootstrapped trace must reach to become a demo; bootstrap stops at max_bootstrapped_demos passes."})
     max_labeled_demos: int = field(default=2, metadata={"help": "Labeled demos per predictor."})
-    num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search / trials for mipro."})
+    num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search; for mipro the instruction/demo candidates and the number of trials."})
     gepa_max_metric_calls: int = field(default=60, metadata={"help": "Budget of metric calls for GEPA."})
     eval_judge: bool = field(default=True, metadata={"help": "Judge the reasons of the zero-shot/optimized dev and test predictions (mean judge scores in metrics.json)."})
     # run
     seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and optimizers."})
     threads: int = field(default=4, metadata={"help": "Threads for DSPy Evaluate/Parallel (local LMs batch concurrent calls)."})
     retries: int = field(default=2, metadata={"help": "Retries (with exponential backoff) of a failing LM/judge call."})
-    max_errors: int = field(default=50, metadata={"help": "Stop the run clearly when more than this many examples failed."})
+    max_errors: float = field(default=0.5, metadata={"help": "Stop the run (in order, keeping every finished candidate) when more training examples failed than this: a count (>= 1) or a share of the examples (below 1, e.g. 0.5); 0 stops at the first failure."})
     output_dir: str = field(default="runs/compile", metadata={"help": "Parent folder of run directories."})
     run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
 
@@ -82,6 +91,12 @@ class OptimizeConfig:
         for name in ("n_dev", "n_test", "retries", "max_errors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, users in OPTIMIZER_FLAGS.items():
+            # optimizer none switches optimization off: its flags stay in the config for the next run
+            if self.optimizer not in (*users, "none") and getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name}={getattr(self, name)} has no effect with optimizer {self.optimizer!r} (only "
+                                 f"{', '.join(users)} read it); remove it or choose one of those optimizers.")
         if not 0 <= self.metric_threshold <= 1:
             raise ValueError(f"metric_threshold must be in [0, 1] (a JudgeMetric score), got {self.metric_threshold}.")
         if not 0 <= self.temperature <= 2:

@@ -32,19 +32,30 @@ import dspy
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from careers.transitions import TransitionStats
-from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates
+from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates, one_line
 from compile.config import OptimizeConfig
 from compile.export import export_traces
-from compile.optimizers import build_optimizer, compile_program
-from compile.report import write_data_card, write_report
+from compile.optimizers import build_optimizer, compile_program, describe_changes
+from compile.report import write_data_card, write_failure_report, write_report
 from compile.selection import SelectionRule, dpo_pairs, score_summary, select_oracles
+from lms import usage
 from metrics.grounding import grounding_check, likelihood_utility
 from metrics.heuristic_judge import HeuristicJudge, TitleIndex, gold_supported, implied_occupations
 from metrics.judge import ReasonJudge
 from metrics.judge_metric import JudgeMetric
 from programs.evidence_teacher import EvidenceTeacher
 from programs.next_occupation import MANIFEST_FILE, NextOccupation, is_local_lm, resolve_lm
-from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
+from programs.provenance import write_provenance
+from programs.run_dir import (
+    ConfigError,
+    JsonlWriter,
+    RunFailed,
+    load_config,
+    make_run_dir,
+    read_jsonl,
+    write_config,
+    write_json,
+)
 from programs.scoring import score_program
 from signatures.rationalize import GenerateReasonFromGold
 
@@ -239,104 +250,160 @@ def run_optimize(config: OptimizeConfig, *, teacher_lm: Any = None, judge_lm: An
     t_start = time.perf_counter()
     run_dir = make_run_dir(config.output_dir, config.run_name, prefix="compile", resume=True)
     handler = _setup_logging(run_dir)
+    adapter = dspy.ChatAdapter(use_json_adapter_fallback=config.json_fallback)
+    partial: dict[str, Any] = {}
     try:
-        write_config(run_dir, config)
-        taxonomy = OnetTaxonomy.load(config.data_dir)
-        splits, train, dev, test = compile_data(config)
-        if not train:
-            raise ValueError(f"dataset {config.dataset!r} has no training examples.")
-        logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),
-                    config.dataset)
-        stats = None
-        if teacher is not None or config.evidence_teacher or (judge_lm is None and config.judge_lm == "heuristic"):
-            stats = getattr(teacher, "stats", None) or training_statistics(splits)
-            stats.save(run_dir / "transitions.json")
-        teacher = build_teacher(config, taxonomy, stats, teacher)
-        lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config, "predictor_lm")
-        program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
-        judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
-        rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
-        phases: dict[str, float] = {}
-
-        # 1. candidates and oracle reasons
-        t0 = time.perf_counter()
-        path = run_dir / "candidates.jsonl"
-        # finished candidates are reused; failed ones (an error record) are generated again and superseded
-        done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path) if not r.get("error")} \
-            if path.exists() else set()
-        with JsonlWriter(path) as writer:
-            cstats = generate_candidates(train, build_steps(program, judge, config, teacher), writer,
-                                         n=config.candidates_per_person, done=done, retries=config.retries,
-                                         max_errors=config.max_errors, threads=config.threads)
-        candidates = read_jsonl(path)
-        oracles, missing = select_oracles(candidates, rule)
-        pairs = dpo_pairs(candidates, rule)
-        summary = score_summary(candidates, rule)
-        offline = offline_summary(candidates, oracles, summary)
-        logger.info("judge histograms %s, grounding pass rate %s, oracle gold-support rate %s",
-                    offline["judge_histograms"], offline["grounding_pass_rate"], offline["oracle_gold_support_rate"])
-        phases["candidates"] = round(time.perf_counter() - t0, 1)
-        if on_phase is not None:
-            on_phase("candidates", {"selection": summary, "oracles": len(oracles), "train": len(train)})
-        logger.info("phase candidates: %d candidates, pass rate %s, %d oracle reasons, %d without, %d DPO pairs "
-                    "(%.0fs)", len(candidates), summary["pass_rate"], len(oracles), len(missing), len(pairs),
-                    phases["candidates"])
-
-        # 2. prompt optimization baseline
-        t0 = time.perf_counter()
-        metric = JudgeMetric(judge, taxonomy, threshold=config.metric_threshold)
-        zero_shot = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
-                                   taxonomy=taxonomy)
-        program_path = run_dir / "program.json"
-        optimizer = build_optimizer(config, metric, teacher_lm=program.reasoner_lm)
-        if program_path.exists():
-            optimized = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
-                                       taxonomy=taxonomy)
-            optimized.load(str(program_path))
-            logger.info("phase optimize: reusing %s", program_path)
-        else:
-            optimized = compile_program(optimizer, zero_shot, _with_oracle_reasons(train, oracles), dev, config)
-            optimized.save(str(program_path))
-        # nextocc.json beside program.json: NextOccupation.load(run_dir) restores the optimized program
-        write_json(run_dir / MANIFEST_FILE, {**optimized.manifest(), "data_dir": _abs_dir(config.data_dir)})
-        evals: dict[str, Any] = {}
-        for name, prog in (("zero_shot", zero_shot), ("optimized", optimized)):
-            for split, exs in (("dev", dev), ("test", test)):
-                if not exs:
-                    continue
-                scored, records = score_program(prog, exs, taxonomy, judge=judge if config.eval_judge else None,
-                                                threads=config.threads)
-                evals[f"{name}/{split}"] = scored
-                with JsonlWriter(run_dir / f"predictions_{name}_{split}.jsonl", mode="w") as out:
-                    for rec in records:
-                        out.write(rec)
-        phases["optimize"] = round(time.perf_counter() - t0, 1)
-        logger.info("phase optimize: %s (%.0fs)", {k: round(v["AccEM"], 1) for k, v in evals.items()},
-                    phases["optimize"])
-
-        # 3. export for TRL
-        t0 = time.perf_counter()
-        joint = NextOccupation(mode="joint", lm=program.reasoner_lm, taxonomy=taxonomy)
-        direct = NextOccupation(mode="direct", lm=program.reasoner_lm, taxonomy=taxonomy)
-        steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor,
-                 "direct": direct.predictor}
-        counts = export_traces(run_dir, oracles, pairs, steps, joint=config.mode == "joint")
-        write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
-        phases["export"] = round(time.perf_counter() - t0, 1)
-
-        results = {
-            "run_dir": str(run_dir), "config": asdict(config), "candidates": cstats, "selection": summary,
-            **offline, "oracles": len(oracles), "examples_without_oracle": len(missing), "dpo_pairs": len(pairs),
-            "exports": counts, "evaluation": evals, "phases_seconds": phases,
-            "seconds": round(time.perf_counter() - t_start, 1),
-        }
-        write_json(run_dir / "metrics.json", results)
-        write_report(run_dir / "report.md", results)
-        logger.info("compile run finished in %.0fs: %s", results["seconds"], run_dir)
-        return results
+        with usage.tracking() as tracker, dspy.context(adapter=adapter):
+            try:
+                return _run(config, run_dir, tracker, teacher_lm, judge_lm, teacher, on_phase, partial, t_start)
+            except (TooManyErrors, RunFailed, KeyboardInterrupt) as exc:
+                if getattr(exc, "stats", None):
+                    partial["candidates"] = exc.stats
+                failure = {"run_dir": str(run_dir), "config": asdict(config), "status": "failed",
+                           "error": str(exc) or type(exc).__name__, **partial,
+                           "lm_usage": tracker.as_dict(), "seconds": round(time.perf_counter() - t_start, 1)}
+                write_json(run_dir / "metrics.json", failure)
+                write_failure_report(run_dir / "report.md", failure)
+                # into log.txt only: the CLI prints the message once, as its last line
+                handler.handle(logging.makeLogRecord({"name": __name__, "levelno": logging.ERROR, "levelname": "ERROR",
+                                                      "msg": "compile run failed: %s", "args": (failure["error"],)}))
+                raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def _check_usable(evals: dict[str, dict]) -> None:
+    """Raises :class:`RunFailed` when every prediction of every evaluated row failed."""
+    rows = [m for m in evals.values() if m.get("n")]
+    if rows and all(m.get("errors", 0) >= m["n"] for m in rows):
+        counts = ", ".join(f"{k}: {m.get('errors')}/{m.get('n')}" for k, m in evals.items())
+        last = next((m["last_error"] for m in reversed(rows) if m.get("last_error")), None)
+        raise RunFailed(f"every prediction of the zero-shot and optimized programs failed ({counts}). "
+                        f"Last error: {last}")
+
+
+def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, teacher_lm: Any, judge_lm: Any,
+         teacher: Any, on_phase: Callable[[str, dict], None] | None, partial: dict[str, Any],
+         t_start: float) -> dict[str, Any]:
+    write_config(run_dir, config)
+    taxonomy = OnetTaxonomy.load(config.data_dir)
+    splits, train, dev, test = compile_data(config)
+    if not train:
+        raise ValueError(f"dataset {config.dataset!r} has no training examples.")
+    logger.info("data: %d train, %d dev, %d test examples from %s", len(train), len(dev), len(test),
+                config.dataset)
+
+    stats = None
+    if teacher is not None or config.evidence_teacher or (judge_lm is None and config.judge_lm == "heuristic"):
+        stats = getattr(teacher, "stats", None) or training_statistics(splits)
+        stats.save(run_dir / "transitions.json")
+    teacher = build_teacher(config, taxonomy, stats, teacher)
+    lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config,
+                                                                        "predictor_lm")
+    program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
+    judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
+    tracker.register(program.reasoner_lm, "predictor" if teacher is not None else "teacher")
+    if getattr(judge, "lm", None) is not None:
+        tracker.register(judge.lm, "judge")
+    rule = SelectionRule(thresholds=config.thresholds, min_dpo_gap=config.min_dpo_gap)
+    phases: dict[str, float] = {}
+
+    # 1. candidates and oracle reasons
+    t0 = time.perf_counter()
+    path = run_dir / "candidates.jsonl"
+    # finished candidates are reused; failed ones (an error record) are generated again and superseded
+    done = {(r["example_id"], r["candidate"]) for r in read_jsonl(path) if not r.get("error")} \
+        if path.exists() else set()
+    with JsonlWriter(path) as writer:
+        try:
+            cstats = generate_candidates(train, build_steps(program, judge, config, teacher), writer,
+                                         n=config.candidates_per_person, done=done, retries=config.retries,
+                                         max_errors=config.max_errors, threads=config.threads)
+        finally:
+            partial["candidates_written"] = writer.count
+    candidates = read_jsonl(path)
+    oracles, missing = select_oracles(candidates, rule)
+    pairs = dpo_pairs(candidates, rule)
+    summary = score_summary(candidates, rule)
+    offline = offline_summary(candidates, oracles, summary)
+    logger.info("judge histograms %s, grounding pass rate %s, oracle gold-support rate %s",
+                offline["judge_histograms"], offline["grounding_pass_rate"], offline["oracle_gold_support_rate"])
+    partial.update(candidates=cstats, selection=summary, **offline)
+    phases["candidates"] = round(time.perf_counter() - t0, 1)
+    pass_rate = "n/a (nothing judged)" if summary["pass_rate"] is None else f"{summary['pass_rate']:.2f}"
+    logger.info("phase candidates: %d candidates (%d generated now, %d reused), pass rate %s, %d oracle reasons, "
+                "%d without, %d DPO pairs (%.0fs)", summary["candidates"], cstats["generated"], cstats["skipped"],
+                pass_rate, len(oracles), len(missing), len(pairs), phases["candidates"])
+    if summary["judged"] == 0:
+        last = cstats.get("last_error") or next((c.get("error") for c in reversed(candidates) if c.get("error")),
+                                                None)
+        raise RunFailed(f"no usable candidate: 0 of {summary['candidates']} candidates were generated and judged "
+                        f"({summary['generation_errors']} generation errors, {summary['judge_failures']} judge "
+                        f"failures). Last error: {last or 'every judge call failed'}")
+    if on_phase is not None:
+        on_phase("candidates", {"selection": summary, "oracles": len(oracles), "train": len(train)})
+
+    # 2. prompt optimization baseline
+    t0 = time.perf_counter()
+    metric = JudgeMetric(judge, taxonomy, threshold=config.metric_threshold)
+    zero_shot = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
+                               taxonomy=taxonomy)
+    program_path = run_dir / "program.json"
+    optimizer = build_optimizer(config, metric, teacher_lm=program.reasoner_lm)
+    if program_path.exists():
+        optimized = NextOccupation(mode=config.mode, lm=program.reasoner_lm, predictor_lm=program.predictor_lm,
+                                   taxonomy=taxonomy)
+        optimized.load(str(program_path))
+        logger.info("phase optimize: reusing %s", program_path)
+    else:
+        optimized = compile_program(optimizer, zero_shot, _with_oracle_reasons(train, oracles), dev, config)
+        optimized.save(str(program_path))
+    # nextocc.json beside program.json: NextOccupation.load(run_dir) restores the optimized program
+    write_json(run_dir / MANIFEST_FILE, {**optimized.manifest(), "data_dir": _abs_dir(config.data_dir)})
+    changes = describe_changes(zero_shot, optimized, config.optimizer)
+    if config.optimizer != "none" and not changes["changed"]:
+        logger.warning("%s", changes["summary"])
+    else:
+        logger.info("%s", changes["summary"])
+    evals: dict[str, Any] = {}
+    for name, prog in (("zero_shot", zero_shot), ("optimized", optimized)):
+        for split, exs in (("dev", dev), ("test", test)):
+            if not exs:
+                continue
+            scored, records = score_program(prog, exs, taxonomy, judge=judge if config.eval_judge else None,
+                                            threads=config.threads, role="evaluation")
+            evals[f"{name}/{split}"] = scored
+            with JsonlWriter(run_dir / f"predictions_{name}_{split}.jsonl", mode="w") as out:
+                for rec in records:
+                    out.write(rec)
+    partial["evaluation"] = evals
+    phases["optimize"] = round(time.perf_counter() - t0, 1)
+    logger.info("phase optimize: %s (%.0fs)", {k: round(v["AccEM"], 1) for k, v in evals.items()},
+                phases["optimize"])
+    _check_usable(evals)
+
+    # 3. export for TRL
+    t0 = time.perf_counter()
+    joint = NextOccupation(mode="joint", lm=program.reasoner_lm, taxonomy=taxonomy)
+    direct = NextOccupation(mode="direct", lm=program.reasoner_lm, taxonomy=taxonomy)
+    steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor,
+             "direct": direct.predictor}
+    counts = export_traces(run_dir, oracles, pairs, steps, joint=config.mode == "joint")
+    write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
+    phases["export"] = round(time.perf_counter() - t0, 1)
+
+    results = {
+        "run_dir": str(run_dir), "config": asdict(config), "status": "ok", "candidates": cstats,
+        "selection": summary, **offline, "oracles": len(oracles), "examples_without_oracle": len(missing),
+        "dpo_pairs": len(pairs), "exports": counts, "optimizer_changes": changes, "evaluation": evals,
+        "lm_usage": tracker.as_dict(), "phases_seconds": phases, "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    write_json(run_dir / "metrics.json", results)
+    write_report(run_dir / "report.md", results)
+    write_provenance(run_dir, lm_usage=results["lm_usage"])
+    logger.info("compile run finished in %.0fs: %s", results["seconds"], run_dir)
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,10 +416,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         results = run_optimize(config)
-    except (TooManyErrors, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (TooManyErrors, RunFailed, ValueError, FileNotFoundError) as exc:
+        sys.stdout.flush()
+        print(f"error: {one_line(str(exc), 2000)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; finished candidates are kept and a re-run resumes.", file=sys.stderr)
+        return 130
     print(Path(results["run_dir"], "report.md").read_text(encoding="utf-8"))
+    usage_totals = {k: sum(u[k] for u in results["lm_usage"].values()) for k in ("requests", "retries", "errors")}
+    if usage_totals["errors"] or usage_totals["retries"]:
+        print(f"warning: {usage_totals['errors']} LM calls failed and {usage_totals['retries']} were retried "
+              "(see lm_usage in report.md).", file=sys.stderr)
     return 0
 
 

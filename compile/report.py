@@ -7,6 +7,7 @@ from typing import Any
 
 from compile.config import OptimizeConfig
 from compile.selection import CRITERIA
+from lms.usage import format_table
 
 EVAL_COLUMNS = ("AccEM", "AccRM", "Acc@5", "MRR", "soc_major", "judge_factuality", "judge_coherence",
                 "judge_utility", "judge_oracle_score", "n", "errors")
@@ -96,11 +97,59 @@ def write_report(path: Path, results: dict) -> None:
         f"{_fmt(results.get('oracle_gold_support_rate'))}; judge histograms (counts of 1-5): "
         + "; ".join(f"{c} {list((results.get('judge_histograms') or {}).get(c, {}).values())}" for c in CRITERIA),
         "",
+        *optimizer_section(results.get("optimizer_changes")),
         "## Zero-shot vs optimized program",
         "",
-        "Accuracy columns are percentages; judge columns are mean 1-5 scores (oracle score in [0, 1]).",
+        "Accuracy columns are percentages; judge columns are mean 1-5 scores (oracle score in [0, 1]); `errors` "
+        "counts failed predictions.",
         "",
         evaluation_table(results["evaluation"]),
         "",
+        *usage_section(results.get("lm_usage")),
     ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def optimizer_section(changes: dict | None) -> list[str]:
+    """Markdown lines: what the optimizer changed (demos, instruction diffs, candidates tried)."""
+    if not changes:
+        return []
+    lines = ["## What the optimizer changed", "", changes["summary"], ""]
+    if changes.get("predictors"):
+        lines += ["| predictor | demos before | demos after | instruction rewritten |", "|---|---|---|---|"]
+        lines += [f"| {name} | {e['demos_before']} | {e['demos_after']} | {'yes' if e['instruction_changed'] else 'no'} |"
+                  for name, e in changes["predictors"].items()]
+        lines.append("")
+    for name, e in (changes.get("predictors") or {}).items():
+        if e.get("instruction_diff"):
+            lines += [f"Instruction diff of `{name}`:", "", "```diff", e["instruction_diff"], "```", ""]
+    tried = changes.get("candidates_tried") or []
+    if tried:
+        lines += [f"Candidates tried: {len(tried)}; scores: " + ", ".join(_fmt(c.get("score")) for c in tried), ""]
+    return lines
+
+
+def usage_section(lm_usage: dict | None) -> list[str]:
+    """Markdown lines: the LM usage table per role (requests, retries, errors, HTTP classes, cache hits)."""
+    if not lm_usage:
+        return []
+    lines = ["## LM usage per role", "",
+             "Requests are attempts sent to an LM; retries are attempts after a failure (DSPy's backoff and the "
+             "pipeline's own re-asks); errors are calls that still failed or replies that could not be parsed.", "",
+             format_table(lm_usage), ""]
+    last = [(role, u["last_error"]) for role, u in lm_usage.items() if u.get("last_error")]
+    lines += [f"- last {role} error: {err}" for role, err in last]
+    return lines + ([""] if last else [])
+
+
+def write_failure_report(path: Path, failure: dict) -> None:
+    """Writes ``report.md`` of a run that stopped: the reason, what was kept, and the LM usage."""
+    cand = failure.get("candidates") or {}
+    lines = [f"# compile run `{Path(failure['run_dir']).name}`: failed", "", f"**{failure['error']}**", ""]
+    if cand or failure.get("candidates_written") is not None:
+        lines += [f"- candidate lines written this run: {failure.get('candidates_written', '–')}; "
+                  f"errors: {cand.get('errors', '–')}", ""]
+    if failure.get("evaluation"):
+        lines += [evaluation_table(failure["evaluation"]), ""]
+    lines += usage_section(failure.get("lm_usage"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,8 +12,10 @@ score (``--metric``, default AccRM; maximized). The pruner (``MedianPruner``) is
 trial, the share of training examples that obtained an oracle reason after the candidates phase, so trials whose
 thresholds leave almost no oracle reasons stop before the expensive optimization phase.
 
-Sampler, storage and outputs are those of :mod:`finetune.study`: seeded ``TPESampler``, any SQLAlchemy URL
-(default ``sqlite:///<study_dir>/study.db``; ``load_if_exists`` so a re-run continues the study),
+Sampler, storage, resume and outputs are those of :mod:`finetune.study`: ``TPESampler`` (``constant_liar``; a
+resumed worker's seed derived from ``--seed`` and the stored trials, so no configuration is repeated), any
+SQLAlchemy URL or ``journal:PATH`` (default ``sqlite:///<study_dir>/study.db``; ``load_if_exists`` so a re-run
+continues the study; RUNNING trials of a killed worker are failed and their directories get ``TRIAL_FAILED``),
 ``optimization_history.png``, ``param_importances.png``, ``best_config.yaml`` (ready for ``compile.optimize
 --config``) and ``study.json``.
 """
@@ -45,11 +47,11 @@ class CompileStudyConfig:
     api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote string specs of every trial; overrides compile_config."})
     study_name: str = field(default="compile", metadata={"help": "Optuna study name (shared by all workers)."})
     study_dir: str = field(default="runs/compile_study", metadata={"help": "Folder of trial runs, plots and the best config."})
-    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL (default: sqlite:///<study_dir>/study.db)."})
+    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL, or journal:PATH / PATH.log for an Optuna journal file (default: sqlite:///<study_dir>/study.db)."})
     n_trials: int = field(default=8, metadata={"help": "Finished (complete or pruned) trials the study should reach."})
     timeout: float | None = field(default=None, metadata={"help": "Stop starting trials after this many seconds."})
     metric: str = field(default="AccRM", metadata={"help": "Dev metric of the optimized program to maximize (AccEM, AccRM, MRR, ...)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler."})
+    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler (a resumed or added worker derives its own from it and the stored trials)."})
     n_startup_trials: int = field(default=3, metadata={"help": "Random trials before TPE (and before pruning starts)."})
     candidates_choices: list[int] = field(default_factory=lambda: [2, 3, 4, 6], metadata={"help": "Candidates per person to try."})
     temperature_min: float = field(default=0.5, metadata={"help": "Lowest sampling temperature."})
@@ -87,14 +89,18 @@ def base_compile_config(config: CompileStudyConfig) -> dict[str, Any]:
     return values
 
 
-def sample_params(trial: Any, config: CompileStudyConfig) -> dict[str, Any]:
-    """The trial's OptimizeConfig overrides sampled from the search space."""
+def sample_params(trial: Any, config: CompileStudyConfig, optimizer: str = "bootstrap") -> dict[str, Any]:
+    """The trial's OptimizeConfig overrides sampled from the search space (demo counts only for optimizers that
+    read them)."""
+    from compile.config import OPTIMIZER_FLAGS
+
     params = {
         "candidates_per_person": trial.suggest_categorical("candidates_per_person", config.candidates_choices),
         "temperature": trial.suggest_float("temperature", config.temperature_min, config.temperature_max),
-        "max_bootstrapped_demos": trial.suggest_categorical("max_bootstrapped_demos", config.demo_choices),
-        "max_labeled_demos": trial.suggest_categorical("max_labeled_demos", config.demo_choices),
     }
+    for name in ("max_bootstrapped_demos", "max_labeled_demos"):
+        if optimizer in OPTIMIZER_FLAGS[name]:
+            params[name] = trial.suggest_categorical(name, config.demo_choices)
     for crit in ("factuality", "coherence", "utility"):
         params[f"threshold_{crit}"] = trial.suggest_categorical(f"threshold_{crit}", config.threshold_choices)
     return params
@@ -107,7 +113,7 @@ def make_objective(config: CompileStudyConfig, base: dict[str, Any], **lms: Any)
     from compile.optimize import run_optimize
 
     def objective(trial):
-        params = sample_params(trial, config)
+        params = sample_params(trial, config, base.get("optimizer", "bootstrap"))
         run_name = f"trial-{trial.number}"
         values = {**base, **params, "output_dir": str(Path(config.study_dir) / "trials"), "run_name": run_name}
         trial.set_user_attr("run_dir", str(Path(values["output_dir"]) / run_name))
@@ -148,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2, default=str))
+    if not summary["n_complete"]:
+        sys.stdout.flush()
+        print(f"error: no trial of study {summary['study_name']!r} completed ({summary['n_failed']} failed, "
+              f"{summary['n_pruned']} pruned); see the trials' log.txt and metrics.json.", file=sys.stderr)
+        return 1
     return 0
 
 

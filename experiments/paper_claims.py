@@ -59,7 +59,16 @@ from experiments.tables import (
     scores_from_records,
     verdict,
 )
-from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
+from programs.run_dir import (
+    ConfigError,
+    JsonlWriter,
+    RunFailed,
+    load_config,
+    make_run_dir,
+    read_jsonl,
+    write_config,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +87,7 @@ ROW_SPECS: dict[str, tuple[str, str]] = {
     "bayes_optimal": ("Bayes-optimal (ceiling)", "ceiling"),
 }
 ALL_ROWS = tuple(ROW_SPECS)
+LM_FREE_ROWS = ("frequency", "markov", "return_markov", "bayes_optimal")
 SUPERVISED = ("frequency", "markov", "return_markov")
 DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct"}
 BASELINE_INPUTS = ("history", "states", "career")
@@ -763,15 +773,47 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
         judge = ReasonJudge(judge_spec)
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": asdict(config), "k": config.k,
                                "n_boot": config.n_boot, "alpha": config.alpha, "datasets": {}}
-    for dataset in config.datasets:
-        logger.info("dataset %s", dataset)
-        results["datasets"][dataset] = run_dataset(config, dataset, run_dir, taxonomy, splits=splits, lm=lm,
-                                                   judge=judge, programs=programs)
+    import dspy
+
+    from lms import usage
+
+    with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+        if judge is not None:
+            tracker.register(judge.lm, "judge")
+        for dataset in config.datasets:
+            logger.info("dataset %s", dataset)
+            results["datasets"][dataset] = run_dataset(config, dataset, run_dir, taxonomy, splits=splits, lm=lm,
+                                                       judge=judge, programs=programs)
+    results["lm_usage"] = tracker.as_dict()
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    (run_dir / "claims.md").write_text(render_markdown(results), encoding="utf-8")
+    text = render_markdown(results)
+    if results["lm_usage"]:
+        text += "\n## LM usage per role\n\n" + usage.format_table(results["lm_usage"]) + "\n"
+    (run_dir / "claims.md").write_text(text, encoding="utf-8")
     write_json(run_dir / "claims.json", jsonable(results))
     logger.info("claims written to %s (%.0fs)", run_dir, results["seconds"])
+    failed = unusable_lm_rows(results) if lm is not None else []  # an LM was asked for and every LM row failed
+    if failed:
+        exc = RunFailed(f"every LM row failed ({'; '.join(failed)}); only the LM-free rows have results. "
+                        f"See lm_usage in {run_dir / 'claims.json'}.")
+        exc.results = results
+        raise exc
     return results
+
+
+def unusable_lm_rows(results: dict[str, Any]) -> list[str]:
+    """``row: note`` of the failed LM rows when no LM row produced a result (else ``[]``): a run whose every LM call
+    failed must not look like a result."""
+    failed, ok = [], 0
+    for dataset, part in results["datasets"].items():
+        for name, row in (part.get("rows") or {}).items():
+            if name in LM_FREE_ROWS:
+                continue
+            if row["status"] == STATUS_FAILED:
+                failed.append(f"{dataset}/{name}: {' '.join(str(row.get('note') or '').split())[:200]}")
+            elif row["status"] == STATUS_OK:
+                ok += 1
+    return failed if failed and not ok else []
 
 
 def main(argv: Sequence[str] | None = None, **inject: Any) -> int:
@@ -785,6 +827,11 @@ def main(argv: Sequence[str] | None = None, **inject: Any) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         results = run_claims(config, **inject)
+    except RunFailed as exc:  # claims.md/claims.json are written; the summary is the last line
+        print((Path(exc.results["run_dir"]) / "claims.md").read_text(encoding="utf-8"))
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

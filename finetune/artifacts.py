@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,8 +54,54 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, Any], model_name: str) -> Path:
-    """TRL's model card (``trainer.create_model_card``) extended with our metrics, written to ``adapter_dir``."""
+EMBEDDED_BASE_ID = "google/gemma-3-270m"  # the embedded GGUF is a quantization of this base model
+
+
+def base_model_id(base: str | None, folder: str | Path | None = None) -> tuple[str | None, str]:
+    """``(hub id or None, text naming the base)`` for a model card.
+
+    The embedded ``local:gemma-3-270m`` is Gemma 3 270M; a hub id names itself; a local folder is named by its path
+    and, when its ``config.json`` records one, the hub id it came from.
+    """
+    from lms.model_store import is_local_spec, parse_local_spec
+
+    spec = base or (str(folder) if folder else None)
+    if not spec:
+        return None, "an unnamed base model"
+    parsed = parse_local_spec(spec if is_local_spec(spec) else f"local:{spec}")
+    if parsed.is_embedded:
+        return EMBEDDED_BASE_ID, f"`{parsed.spec}` (Gemma 3 270M, the embedded GGUF build of {EMBEDDED_BASE_ID})"
+    path = Path(parsed.base).expanduser()
+    if not path.is_dir():
+        return parsed.base, f"`{parsed.base}`"
+    origin = None
+    with contextlib.suppress(Exception):
+        origin = json.loads((path / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+    if origin and not Path(origin).expanduser().is_dir() and "/" in origin:
+        return origin, f"the local folder `{path.resolve()}` ({origin})"
+    return None, f"the local folder `{path.resolve()}`"
+
+
+def _name_base(text: str, hub_id: str | None, named: str, adapter_dir: Path, base: str | None) -> str:
+    """Replaces TRL's ``[None](https://huggingface.co/None)`` base and ``model="None"`` quick start."""
+    link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else named
+    if hub_id and named != f"`{hub_id}`":
+        link += f" -- {named}"
+    text = text.replace("[None](https://huggingface.co/None)", link)
+    if hub_id and text.startswith("---\n") and "\nbase_model:" not in text.split("\n---", 1)[0]:
+        text = f"---\nbase_model: {hub_id}\n" + text[4:]
+    spec = base if base and base.startswith("local:") else f"local:{base or hub_id}"
+    quick = ("## Quick start\n\n```python\nfrom programs import NextOccupation\n\n"
+             f'program = NextOccupation.from_pretrained("{spec}+{adapter_dir.resolve()}")\n'
+             'print(program(history="1. 2015-2019: Cashier, Grocery store"))\n```\n\n'
+             "With PEFT directly: `AutoPeftModelForCausalLM.from_pretrained(\"" + str(adapter_dir.resolve()) + '")`.\n\n')
+    return re.sub(r"## Quick start\n.*?(?=## Training procedure)", lambda _: quick, text, count=1, flags=re.S)
+
+
+def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, Any], model_name: str,
+                     base: str | None = None) -> Path:
+    """TRL's model card (``trainer.create_model_card``) naming the real base model (``base``: the ``--base`` spec)
+    and a working quick start, extended with our metrics, written to ``adapter_dir``."""
     adapter_dir = Path(adapter_dir)
     text = ""
     try:
@@ -62,6 +110,14 @@ def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, A
         text = card.read_text(encoding="utf-8") if card.exists() else ""
     except Exception as exc:  # noqa: BLE001 - the card is documentation; never fail a run over it
         logger.warning("TRL model card failed (%s); writing metrics only", exc)
+    folder = None
+    with contextlib.suppress(Exception):
+        folder = trainer.model.peft_config["default"].base_model_name_or_path
+    hub_id, named = base_model_id(base, folder)
+    if text:
+        text = _name_base(text, hub_id, named, adapter_dir, base)
+    else:
+        text = f"# Model card for {model_name}\n\nA LoRA adapter on {named}.\n"
     rows = "\n".join(f"| {k} | {v} |" for k, v in _scalar_metrics(metrics).items())
     text += ("\n\n## nextocc distillation metrics\n\n| metric | value |\n|---|---|\n" + rows + "\n\n"
              "Base model licence: Gemma Terms of Use (https://ai.google.dev/gemma/terms) when the base is Gemma.\n")
@@ -139,7 +195,7 @@ def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict
                "resumed_from": checkpoint}
     if main:
         metrics["curves"] = plot_curves(history, output_dir / "training_curves.png", title=f"DPO {output_dir.name}")
-        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name, base=getattr(config, "base", None))
     trainer.accelerator.wait_for_everyone()
     metrics["log_history"] = history
     return metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,52 @@ def resolve_files(config: Any) -> dict[str, Path]:
             raise FileNotFoundError(f"Dataset file for the {role} step not found: {path}")
         files[role] = path
     return files
+
+
+_FIELD_MARKER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def row_step(row: dict[str, Any]) -> str:
+    """The program step a TRL row trains, named by the output fields of its completion (``reason``, ``occupation``,
+    ``reason+occupation`` for a joint single-call row); rows without field markers are ``other``."""
+    completion = row.get("completion") or row.get("chosen") or []
+    text = " ".join(m.get("content", "") for m in completion if isinstance(m, dict)) if isinstance(completion, list) \
+        else str(completion)
+    fields = [f for f in dict.fromkeys(_FIELD_MARKER.findall(text)) if f != "completed"]
+    return "+".join(fields) or "other"
+
+
+def cap_rows(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
+    """At most ``n`` rows sampled across the whole file, stratified by :func:`row_step` (seeded).
+
+    Each step keeps a share of ``n`` proportional to its rows (largest remainders; every step keeps at least one row
+    when ``n`` allows), so a capped ``sft_joint.jsonl`` still trains both steps. Rows keep their file order.
+    """
+    import random
+
+    if not n or n >= len(rows):
+        return list(rows)
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        strata.setdefault(row_step(row), []).append(i)
+    quota = {k: n * len(v) / len(rows) for k, v in strata.items()}
+    take = {k: int(q) for k, q in quota.items()}
+    if n >= len(strata):
+        for k in take:
+            take[k] = max(1, take[k])
+    while sum(take.values()) > n:  # the at-least-one rule overshot: trim the largest strata
+        k = max(take, key=lambda s: (take[s], s))
+        take[k] -= 1
+    for k in sorted(quota, key=lambda s: (-(quota[s] - int(quota[s])), s)):
+        if sum(take.values()) >= n:
+            break
+        if take[k] < len(strata[k]):
+            take[k] += 1
+    rng = random.Random(seed)
+    keep = sorted(i for k, idx in strata.items() for i in rng.sample(idx, min(take[k], len(idx))))
+    logger.info("max_train_rows %d of %d rows, by step: %s", len(keep), len(rows),
+                {k: min(take[k], len(v)) for k, v in strata.items()})
+    return [rows[i] for i in keep]
 
 
 def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

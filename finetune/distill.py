@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import DistillConfig, parse_config
-from finetune.data import MODE_ROLES, read_rows, resolve_files, split_rows
+from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, split_rows
 from programs.run_dir import write_config
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, 
         logger.info("Stage %s already finished; skipping", name)
         return json.loads(done.read_text(encoding="utf-8"))
     if config.max_train_rows:
-        rows = rows[: config.max_train_rows]
+        rows = cap_rows(rows, config.max_train_rows, config.seed)  # seeded, stratified by step (not the top)
     train, evals = split_rows(rows, config.eval_fraction, config.seed)
     logger.info("SFT stage %s: %d train / %d eval rows", name, len(train), len(evals))
     metrics = train_sft(folder, train, evals, config, stage, resume=config.resume, callbacks=callbacks)

@@ -16,8 +16,12 @@ DSPy-program evaluation is unavailable, the trial's value is ``-eval_loss`` (so 
 and the trial's ``objective`` user attribute says ``eval_loss (fallback)``.
 
 Storage: any SQLAlchemy URL (default ``sqlite:///<study_dir>/study.db``); a PostgreSQL/MySQL URL lets many machines
-share one study. ``load_if_exists=True`` and ``--n_trials`` counting *finished* trials make a re-run continue an
-interrupted study; a heartbeat marks trials of dead processes as failed and retries them once. Outputs:
+share one study; ``journal:PATH`` (or a path ending in ``.log``) is Optuna's ``JournalStorage`` on a file, with no
+database. ``load_if_exists=True`` and ``--n_trials`` counting *finished* trials make a re-run continue an
+interrupted study: a RUNNING trial of a dead worker on this host (e.g. SIGKILLed) is failed on resume and its run
+directory gets a ``TRIAL_FAILED`` file (other hosts: the RDB heartbeat fails it after 180 s); the resumed sampler's
+seed is derived from ``--seed`` and the stored trials, so it does not repeat their configurations (TPE with
+``constant_liar=True`` for parallel workers). Outputs:
 ``optimization_history.png``, ``param_importances.png``, ``best_config.yaml`` (ready for ``finetune.distill``) and
 ``study.json``.
 """
@@ -52,11 +56,11 @@ class StudyConfig:
     max_steps: int | None = field(default=None, metadata={"help": "Steps per trial stage (overrides the distill config)."})
     study_name: str = field(default="distill", metadata={"help": "Optuna study name (shared by all workers)."})
     study_dir: str = field(default="runs/study", metadata={"help": "Folder of the study's trial runs, plots and best config."})
-    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL (default: sqlite:///<study_dir>/study.db)."})
+    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL, or journal:PATH / PATH.log for an Optuna journal file (default: sqlite:///<study_dir>/study.db)."})
     n_trials: int = field(default=10, metadata={"help": "Finished (complete or pruned) trials the study should reach."})
     timeout: float | None = field(default=None, metadata={"help": "Stop starting trials after this many seconds."})
     metric: str = field(default="eval_loss", metadata={"help": "Objective: eval_loss (minimize) or a program metric like AccRM (maximize)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler."})
+    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler (a resumed or added worker derives its own from it and the stored trials)."})
     n_startup_trials: int = field(default=3, metadata={"help": "Random trials before TPE (and before pruning starts)."})
     lr_min: float = field(default=1e-5, metadata={"help": "Lowest learning rate (log scale)."})
     lr_max: float = field(default=1e-3, metadata={"help": "Highest learning rate (log scale)."})
@@ -160,21 +164,136 @@ def make_objective(config: StudyConfig, base: dict[str, Any]):
     return objective
 
 
-def open_study(config: StudyConfig):
-    """Create or load the study (seeded TPE, MedianPruner, heartbeat-retried RDB storage)."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+JOURNAL_PREFIX = "journal:"
 
-    Path(config.study_dir).mkdir(parents=True, exist_ok=True)
-    url = config.storage or f"sqlite:///{Path(config.study_dir).resolve() / 'study.db'}"
+
+def _is_journal(url: str) -> bool:
+    return url.startswith(JOURNAL_PREFIX) or ("://" not in url and url.endswith((".log", ".journal")))
+
+
+def make_storage(url: str | None, study_dir: str | Path) -> Any:
+    """The study's storage: an SQLAlchemy URL (``RDBStorage`` with heartbeats; default
+    ``sqlite:///<study_dir>/study.db``), or an Optuna journal file -- ``journal:PATH`` or a path ending in ``.log``
+    -- through ``JournalStorage(JournalFileBackend(PATH))`` (no database; many processes on one file system)."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = url or f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(url, heartbeat_interval=60, grace_period=180,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.n_startup_trials)
+        if _is_journal(url):
+            path = Path(url[len(JOURNAL_PREFIX):] if url.startswith(JOURNAL_PREFIX) else url).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        # a trial of a dead worker on another machine is failed after the grace period (not retried: the sampler
+        # proposes a new configuration instead of repeating one)
+        return RDBStorage(url, heartbeat_interval=60, grace_period=180)
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process (stored on each trial, to find the trials of dead workers)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study: Any) -> list[int]:
+    """Fails the RUNNING trials whose worker on this host is dead (e.g. SIGKILLed) and marks their run directories.
+
+    Each such trial gets the user attribute ``stale`` and state FAIL; its ``run_dir`` (when it exists) gets a
+    ``TRIAL_FAILED`` file saying why. Trials of live workers and of other hosts are left alone (other hosts: the
+    RDB heartbeat fails them after its grace period).
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    import socket
+
+    import optuna
+
+    host = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker") or "")
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        reason = f"worker {worker} died while the trial was RUNNING; failed when the study resumed"
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, "stale", reason)
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        run_dir = t.user_attrs.get("run_dir")
+        if run_dir and Path(run_dir).is_dir():
+            (Path(run_dir) / "TRIAL_FAILED").write_text(f"trial {t.number}: {reason}\n", encoding="utf-8")
+        logger.warning("Trial %d: %s", t.number, reason)
+        failed.append(t.number)
+    return failed
+
+
+def worker_seed(seed: int, n_stored: int) -> int:
+    """The sampler seed of a worker: ``seed`` for a new study; derived from ``seed``, the number of stored trials
+    and this process otherwise, so a resumed (or an added) worker does not replay the configurations already tried."""
+    import hashlib
+
+    if n_stored == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{n_stored}/{worker_id()}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def _tagging_sampler(**kwargs: Any) -> Any:
+    """A ``TPESampler`` that records this worker on each trial as soon as it is created (``before_trial``), so a
+    worker killed even before its objective starts is recognised on resume."""
+    import optuna
+
+    class TaggingTPESampler(optuna.samplers.TPESampler):
+        def before_trial(self, study, trial):
+            study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+            super().before_trial(study, trial)
+
+    return TaggingTPESampler(**kwargs)
+
+
+def open_study(config: Any):
+    """Create or load the study (shared by ``finetune.study`` and ``compile.study``).
+
+    Storage from :func:`make_storage`; stale RUNNING trials of dead local workers are failed first
+    (:func:`fail_stale_trials`); then a ``TPESampler`` with ``constant_liar=True`` (parallel workers) seeded by
+    :func:`worker_seed`, and a ``MedianPruner``.
+    """
+    import optuna
+
+    Path(config.study_dir).mkdir(parents=True, exist_ok=True)
+    storage = make_storage(config.storage, config.study_dir)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=0)
-    return optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction=config.direction, load_if_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name=config.study_name, storage=storage, pruner=pruner,
+                                    sampler=optuna.samplers.RandomSampler(seed=config.seed),
+                                    direction=config.direction, load_if_exists=True)
+        stale = fail_stale_trials(study)
+        n_stored = len(study.get_trials(deepcopy=False))
+        seed = worker_seed(config.seed, n_stored)
+        study.sampler = _tagging_sampler(seed=seed, n_startup_trials=config.n_startup_trials, constant_liar=True)
+    study.set_user_attr("last_resume", {"stored_trials": n_stored, "stale_failed": stale, "sampler_seed": seed})
+    if n_stored:
+        logger.info("Study %s: %d stored trials (%d stale failed); sampler seed %d", config.study_name, n_stored,
+                    len(stale), seed)
+    return study
 
 
 def save_outputs(study: Any, config: StudyConfig, base: dict[str, Any]) -> dict[str, Any]:
@@ -199,9 +318,16 @@ def save_outputs(study: Any, config: StudyConfig, base: dict[str, Any]) -> dict[
             files[name] = str(out / f"{name}.png")
         except Exception as exc:  # noqa: BLE001 - e.g. too few finished trials for importances
             logger.warning("Plot %s skipped: %s", name, exc)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = {state.name: sum(1 for t in trials if t.state == state) for state in optuna.trial.TrialState}
+    configs = {json.dumps(t.params, sort_keys=True, default=str) for t in done}
     summary: dict[str, Any] = {"study_name": study.study_name, "direction": config.direction, "metric": config.metric,
-                               "n_complete": len(done), "n_trials": len(study.trials), "plots": files}
+                               "n_trials": len(trials), "n_complete": len(done), "n_pruned": states["PRUNED"],
+                               "n_failed": states["FAIL"], "n_running": states["RUNNING"],
+                               "distinct_complete_configs": len(configs),
+                               "stale_failed": sorted(t.number for t in trials if t.user_attrs.get("stale")),
+                               "plots": files}
     if done:
         best = study.best_trial
         best_cfg = {**base, **(best.user_attrs.get("config_params") or best.user_attrs.get("distill_params", {})),
@@ -212,8 +338,9 @@ def save_outputs(study: Any, config: StudyConfig, base: dict[str, Any]) -> dict[
         summary.update(best_value=best.value, best_params=best.params, best_trial=best.number,
                        best_run_dir=best.user_attrs.get("run_dir"), best_config=str(out / "best_config.yaml"))
     summary["trials"] = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                          "run_dir": t.user_attrs.get("run_dir"), "objective": t.user_attrs.get("objective")}
-                         for t in study.trials]
+                          "run_dir": t.user_attrs.get("run_dir"), "objective": t.user_attrs.get("objective"),
+                          **({"stale": t.user_attrs["stale"]} if t.user_attrs.get("stale") else {})}
+                         for t in trials]
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     return summary
 
@@ -233,9 +360,15 @@ def optimize_until(study: Any, objective: Any, n_trials: int, timeout: float | N
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    me = worker_id()
+
+    def tagged(trial):  # the worker is recorded first, so a resume can tell a dead worker's trial
+        trial.set_user_attr("worker", me)
+        return objective(trial)
+
     if remaining > 0:
         logger.info("Study %s: running %d more trial(s)", study.study_name, remaining)
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(RuntimeError,), gc_after_trial=True)
+        study.optimize(tagged, n_trials=remaining, timeout=timeout, catch=(RuntimeError,), gc_after_trial=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,6 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2, default=str))
+    if not summary["n_complete"]:
+        sys.stdout.flush()
+        print(f"error: no trial of study {summary['study_name']!r} completed ({summary['n_failed']} failed, "
+              f"{summary['n_pruned']} pruned); see the trials' log.txt and metrics.json.", file=sys.stderr)
+        return 1
     return 0
 
 

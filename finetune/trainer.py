@@ -398,7 +398,8 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
         tokenizer.save_pretrained(str(adapter_dir))
         metrics["curves"] = plot_curves(trainer.state.log_history, output_dir / "training_curves.png",
                                         title=f"SFT {output_dir.name}")
-        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name)
+        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name,
+                         base=getattr(config, "base", None))
     trainer.accelerator.wait_for_everyone()
     metrics["log_history"] = trainer.state.log_history
     return metrics

@@ -20,6 +20,7 @@ from typing import Any
 
 import dspy
 
+from lms import usage
 from signatures.judges import SCORE_RANGE, JudgeCoherence, JudgeFactuality, JudgeUtility
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class ReasonJudge(dspy.Module):
             if attempt:
                 self._rollout += 1
                 config = {"rollout_id": self._rollout, "temperature": RETRY_TEMPERATURE}
+                usage.record_retry()
             try:
                 out = predictor(**inputs, config=config)
             except Exception as exc:  # noqa: BLE001 - a broken judge answer is a recorded failure, never a crash
@@ -181,6 +183,8 @@ class ReasonJudge(dspy.Module):
             if score is not None:
                 return score, justification, None
             problem = f"score {raw!r} is not an integer from {SCORE_RANGE[0]} to {SCORE_RANGE[1]}"
+            usage.discard_last_reply()  # a re-run must ask the LM again, not get this reply from DSPy's cache
+            usage.record_error(f"{criterion}: {problem}", parse=True)
             logger.info("Judge %s attempt %d invalid: %s", criterion, attempt + 1, problem)
         failure = f"{criterion}: {problem} after {1 + self.retries} attempts"
         logger.warning("Judge failure: %s", failure)

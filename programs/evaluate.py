@@ -32,7 +32,16 @@ from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from metrics.accuracy import evaluate_predictions
 from programs.baselines import BASELINES, make_baseline
-from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, redact, write_config, write_json
+from programs.run_dir import (
+    ConfigError,
+    JsonlWriter,
+    RunFailed,
+    load_config,
+    make_run_dir,
+    redact,
+    write_config,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +82,9 @@ class EvalConfig:
         "help": "Return weight of return_markov in [0, 1]; default: the train rate of returns."})
     max_examples: int | None = field(default=None, metadata={
         "help": "Evaluate a seeded sample of N persons (one transition each) of the split; default all examples."})
+    json_fallback: bool = field(default=False, metadata={
+        "help": "Let DSPy's ChatAdapter retry an unparseable reply with the JSONAdapter (off: the ChatAdapter's own "
+                "parse error is recorded)."})
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
@@ -205,7 +217,35 @@ def _lm(spec: Any, config: EvalConfig) -> Any:
 
 def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
                        splits: Any, t0: float, lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
-    """Scores an LM program (optionally judged) and writes metrics.json and predictions.jsonl."""
+    """Scores an LM program (optionally judged) and writes metrics.json and predictions.jsonl.
+
+    Raises:
+        RunFailed: After writing the run directory, when every prediction (or every judge call) failed.
+    """
+    import dspy
+
+    from lms import usage
+
+    with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(
+            use_json_adapter_fallback=config.json_fallback)):
+        results = _score_lm_program(config, run_dir, train, evalset, taxonomy, splits, t0, lm, judge_lm, tracker)
+    m = results["metrics"]
+    problem = None
+    if m.get("n") and m.get("errors", 0) >= m["n"]:
+        problem = f"all {m['n']} predictions failed. Last error: {m.get('last_error')}"
+    elif m.get("judge_n") and m.get("judge_errors", 0) >= m["judge_n"]:
+        judge_usage = results["lm_usage"].get("judge") or {}
+        problem = (f"all {m['judge_n']} judge calls failed. Last error: "
+                   f"{judge_usage.get('last_error') or 'no valid score in any reply'}")
+    if problem:
+        exc = RunFailed(f"{config.program} on {config.dataset}/{config.split}: {problem} (run directory {run_dir})")
+        exc.results = results
+        raise exc
+    return results
+
+
+def _score_lm_program(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
+                      splits: Any, t0: float, lm: Any, judge_lm: Any, tracker: Any) -> dict[str, Any]:
     from metrics.judge import ReasonJudge
     from programs.factory import build_program
     from programs.scoring import score_program
@@ -217,6 +257,8 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
                             trainset=train if config.program == "hybrid" else None, **kwargs)
     judge_spec = judge_lm or _lm(config.judge_lm, config)
     judge = ReasonJudge(judge_spec) if judge_spec is not None and config.program != "direct" else None
+    if judge is not None:
+        tracker.register(judge.lm, "judge")
     inputs = ("history", "states", "career") if config.program == "hybrid" else None
     logger.info("Evaluating %s (%s) on %d %s examples", config.program, config.lm, len(evalset), config.split)
     scored, records = score_program(program, evalset, taxonomy, judge=judge, threads=config.threads,
@@ -228,15 +270,17 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
         "dataset": config.dataset, "program": config.program, "split": config.split, "k": config.k,
         "lm": config.lm, "predictor_lm": config.predictor_lm, "judge_lm": config.judge_lm, "metrics": scored,
         "n_train": len(train), "dataset_stats": dict(getattr(splits, "stats", {}) or {}),
-        "seconds": round(time.perf_counter() - t0, 2), "run_dir": str(run_dir),
+        "lm_usage": tracker.as_dict(), "seconds": round(time.perf_counter() - t0, 2), "run_dir": str(run_dir),
     }
     write_json(run_dir / "metrics.json", results)
     return results
 
 
 def results_table(results: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table (one row per results dict): AccEM, AccRM, Acc@k, MRR, SOC-major accuracy, n."""
+    """A plain-text table (one row per results dict): AccEM, AccRM, Acc@k, MRR, SOC-major accuracy, n, and an
+    ``errors`` column (failed predictions; ``judge_errors`` and ``lm_errors`` too) whenever any call failed."""
     rows = []
+    show_errors = any(_error_counts(res) for res in results)
     for res in results:
         m, k = res["metrics"], res.get("k", 5)
         rows.append({
@@ -245,7 +289,21 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
             "MRR": round(m["MRR"], 4), "SOC-major": round(m["soc_major"], 2), "n": m["n"],
             **{c: m[f"judge_{c}"] for c in ("factuality", "coherence", "utility") if m.get(f"judge_{c}") is not None},
         })
+        if show_errors:
+            rows[-1].update(_error_counts(res) or {"errors": 0})
     return pd.DataFrame(rows).to_string(index=False)
+
+
+def _error_counts(res: dict[str, Any]) -> dict[str, int]:
+    """Failed predictions, judge verdicts and LM calls of one results dict (only the non-zero ones, errors first)."""
+    m = res["metrics"]
+    lm_errors = sum(u.get("errors", 0) for u in (res.get("lm_usage") or {}).values())
+    retries = sum(u.get("retries", 0) for u in (res.get("lm_usage") or {}).values())
+    counts = {"errors": m.get("errors", 0) or 0, "judge_errors": m.get("judge_errors", 0) or 0,
+              "lm_errors": lm_errors, "lm_retries": retries}
+    if not any(counts.values()):
+        return {}
+    return counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,6 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("Config: %s", redact(asdict(config)))
     try:
         results = run_evaluation(config)
+    except RunFailed as exc:  # the run directory is written; the table shows the errors
+        print(results_table([exc.results]))
+        sys.stdout.flush()
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError) as exc:  # bad input data, paths or settings
         print(f"error: {exc}", file=sys.stderr)
         return 1

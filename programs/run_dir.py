@@ -41,6 +41,10 @@ class ConfigError(ValueError):
     """A configuration file or flag is invalid; the message names the key."""
 
 
+class RunFailed(RuntimeError):
+    """A run produced nothing usable (every prediction, candidate or judge call failed); CLIs exit non-zero."""
+
+
 # ---------------------------------------------------------------------- run directories
 def make_run_dir(output_dir: str | os.PathLike, name: str | None = None, prefix: str = "run",
                  resume: bool = False) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import dspy
 
 from careers.onet import OnetTaxonomy
+from lms import usage
 from metrics.accuracy import evaluate_predictions
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,10 @@ def judge_means(judge: Any, examples: Sequence[dspy.Example], preds: Sequence[ds
         ex, p = pair
         try:
             v = judge(history=ex.history, reason=p.reason, occupation=ex.occupation)
-            return {c: v.get(c) for c in (*JUDGE_CRITERIA, "oracle_score")}
+            out = {c: v.get(c) for c in (*JUDGE_CRITERIA, "oracle_score")}
+            if v.get("failures"):
+                out["failures"] = list(v.get("failures"))
+            return out
         except Exception as exc:  # noqa: BLE001 - a judge failure is data
             return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
@@ -83,6 +87,9 @@ def judge_means(judge: Any, examples: Sequence[dspy.Example], preds: Sequence[ds
         values = [v[key] for v in verdicts if isinstance(v.get(key), (int, float))]
         means[f"judge_{key}"] = round(sum(values) / len(values), 3) if values else None
     means["judge_n"] = len(verdicts)
+    # a verdict without any score: the judge call raised, or every criterion failed to parse/validate
+    means["judge_errors"] = sum(1 for v in verdicts if not any(isinstance(v.get(c), (int, float))
+                                                                 for c in JUDGE_CRITERIA))
     return means, verdicts
 
 
@@ -95,8 +102,12 @@ def score_program(
     threads: int = 1,
     ks: tuple[int, ...] = (1, 5),
     inputs: tuple[str, ...] | None = None,
+    role: str = "predictor",
 ) -> tuple[dict[str, Any], list[dict]]:
     """Predicts and scores: accuracy metrics (and judge means when ``judge`` is given).
+
+    The program's LM calls are counted under ``role`` and the judge's under ``judge`` in the enclosing
+    :func:`lms.usage.tracking` block.
 
     Returns:
         ``(metrics, records)``: ``metrics`` is :func:`metrics.accuracy.evaluate_predictions` without the
@@ -105,7 +116,8 @@ def score_program(
     """
     t0 = time.perf_counter()
     examples = list(examples)
-    preds = predict_batch(program, examples, threads=threads, inputs=inputs)
+    with usage.role(role):
+        preds = predict_batch(program, examples, threads=threads, inputs=inputs)
     scored = evaluate_predictions(examples, preds, taxonomy, ks=ks)
     rows = scored.pop("per_example")
     scored["errors"] = sum(1 for p in preds if p.get("error"))
@@ -118,9 +130,12 @@ def score_program(
                 value = p.get(key) or default
                 counts[value] = counts.get(value, 0) + 1
         scored[f"{key}_methods"] = counts
+    failed = [p.get("error") for p in preds if p.get("error")]
+    scored["last_error"] = failed[-1] if failed else None
     verdicts: list[dict] = []
     if judge is not None:
-        means, verdicts = judge_means(judge, examples, preds, threads=threads)
+        with usage.role("judge"):
+            means, verdicts = judge_means(judge, examples, preds, threads=threads)
         scored.update(means)
     scored["seconds"] = round(time.perf_counter() - t0, 2)
     it = iter(verdicts)

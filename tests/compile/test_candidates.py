@@ -100,3 +100,53 @@ def test_retry_backoff_then_success():
 def test_example_id_is_stable_and_distinct():
     a, b = examples(2)
     assert example_id(a) == example_id(a.copy()) and example_id(a) != example_id(b)
+
+
+class ClosingWriter(ListWriter):
+    """Fails like a closed file if anything is written after ``close``."""
+
+    closed = False
+
+    def write(self, row):
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        super().write(row)
+
+
+def test_abort_is_orderly_running_candidates_finish_and_are_written():
+    import threading
+    import time
+
+    started, lock = [], threading.Lock()
+
+    def reason(ex, i):
+        with lock:
+            started.append((ex.person_id, i))
+        time.sleep(0.05)
+        raise ValueError("bad reply")
+
+    failing = steps()
+    failing.reason = reason
+    w = ClosingWriter()
+    with pytest.raises(TooManyErrors) as info:
+        generate_candidates(examples(12), failing, w, n=2, retries=0, max_errors=0.25, threads=4)
+    w.closed = True
+    time.sleep(0.2)  # a straggler writing after the abort would fail here
+    assert len(w.rows) == len(started) < 24, "every started candidate is written, no new one starts"
+    import re
+
+    # the limit is 3 examples (a quarter of 12): the 4th stops submission; candidates already running still finish
+    assert re.search(r"[45] of 12 examples failed \(max_errors=0.25\)", str(info.value)) and "bad reply" in str(info.value)
+    assert info.value.stats["generated"] == len(w.rows)
+
+
+def test_max_errors_share_and_count():
+    from compile.candidates import error_limit
+
+    assert error_limit(0.5, 8) == 4 and error_limit(3, 8) == 3 and error_limit(0, 8) == 0
+    with pytest.raises(ValueError, match="max_errors"):
+        error_limit(-1, 8)
+    w = ListWriter()
+    with pytest.raises(TooManyErrors, match="max_errors=0.5"):  # the default triggers on a small run
+        generate_candidates(examples(4), steps(fail_teacher=True), w, n=1, retries=0)
+    assert len(w.rows) == 3

@@ -84,12 +84,17 @@ def test_export_is_byte_equal_to_the_programs_live_request(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failing_teacher_is_recorded_and_max_errors_stops(tmp_path):
+    from programs.run_dir import RunFailed
     from tests.helpers.faulty_engine import faulty_lm
 
     teacher = faulty_lm(scripted_lm(), fail=1.0)
-    res = run_optimize(config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10),
-                       teacher_lm=teacher, judge_lm=scripted_lm())
-    assert res["candidates"]["errors"] == 6 and res["oracles"] == 0 and res["examples_without_oracle"] == 3
+    with pytest.raises(RunFailed, match="no usable candidate: 0 of 6"):
+        run_optimize(config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10),
+                     teacher_lm=teacher, judge_lm=scripted_lm())
+    failed = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and failed["candidates"]["errors"] == 6
+    assert failed["lm_usage"]["teacher"]["errors"] == 6 and "injected" in failed["lm_usage"]["teacher"]["last_error"]
+    assert "failed" in (tmp_path / "t" / "report.md").read_text()
     from compile.candidates import TooManyErrors
 
     with pytest.raises(TooManyErrors, match="max_errors=1"):
@@ -154,11 +159,12 @@ def test_example_ids_used_for_resume_are_per_transition():
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failed_candidates_are_retried_on_resume(tmp_path):
+    from programs.run_dir import RunFailed
     from tests.helpers.faulty_engine import faulty_lm
 
     cfg = config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10)
-    first = run_optimize(cfg, teacher_lm=faulty_lm(scripted_lm(), fail=1.0), judge_lm=scripted_lm())
-    assert first["candidates"]["errors"] == 6 and first["oracles"] == 0
+    with pytest.raises(RunFailed):
+        run_optimize(cfg, teacher_lm=faulty_lm(scripted_lm(), fail=1.0), judge_lm=scripted_lm())
     second = run_optimize(cfg, teacher_lm=scripted_lm(), judge_lm=scripted_lm())
     assert second["candidates"]["generated"] == 6 and second["oracles"] == 3
     assert second["selection"]["candidates"] == 6 and second["selection"]["generation_errors"] == 0

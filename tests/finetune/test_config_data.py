@@ -151,3 +151,51 @@ def test_demo_data_help_is_not_a_path(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         demo_data.main(["--out"])  # an unknown/incomplete flag is an error, never a folder name
     assert list(tmp_path.iterdir()) == []
+
+
+def _joint_rows(n_reason: int, n_predict: int, n_joint: int) -> list[dict]:
+    def row(fields, i):
+        answer = "\n\n".join(f"[[ ## {f} ## ]]\nvalue {i}" for f in fields) + "\n\n[[ ## completed ## ]]"
+        return {"prompt": [{"role": "user", "content": f"history {i}"}],
+                "completion": [{"role": "assistant", "content": answer}]}
+
+    # the layout of sft_joint.jsonl: all reason-step rows first, then predict-step rows, then single-call rows
+    return ([row(["reason"], i) for i in range(n_reason)] + [row(["occupation"], i) for i in range(n_predict)]
+            + [row(["reason", "occupation"], i) for i in range(n_joint)])
+
+
+def test_capped_joint_rows_keep_every_step_and_are_seeded():
+    from finetune.data import cap_rows, row_step
+
+    rows = _joint_rows(20, 20, 10)
+    capped = cap_rows(rows, 8, seed=0)
+    steps = [row_step(r) for r in capped]
+    assert len(capped) == 8 and set(steps) == {"reason", "occupation", "reason+occupation"}
+    assert steps.count("reason") == steps.count("occupation") == 3 and steps.count("reason+occupation") == 2
+    assert capped == cap_rows(rows, 8, seed=0) and capped != cap_rows(rows, 8, seed=1)
+    assert [rows.index(r) for r in capped] == sorted(rows.index(r) for r in capped), "file order kept"
+    assert capped != rows[:8]
+    assert len(cap_rows(rows, 2, seed=0)) == 2 and cap_rows(rows, None, 0) == rows and cap_rows(rows, 99, 0) == rows
+
+
+def test_model_card_names_the_base_model(tmp_path):
+    from finetune.artifacts import _name_base, base_model_id
+
+    hub, named = base_model_id("local:gemma-3-270m")
+    assert hub == "google/gemma-3-270m" and "gemma-3-270m" in named
+    folder = tmp_path / "mymodel"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"_name_or_path": "Qwen/Qwen2.5-0.5B"}')
+    assert base_model_id(f"local:{folder}")[0] == "Qwen/Qwen2.5-0.5B"
+    (folder / "config.json").write_text("{}")
+    hub, named = base_model_id(str(folder))
+    assert hub is None and str(folder.resolve()) in named
+    trl_card = ("---\nlibrary_name: transformers\n---\n\n# Model Card for joint\n\nThis model is a fine-tuned version "
+                "of [None](https://huggingface.co/None).\n\n## Quick start\n\n```python\ngenerator = pipeline("
+                "\"text-generation\", model=\"None\")\n```\n\n## Training procedure\n\nSFT.\n")
+    card = _name_base(trl_card, "google/gemma-3-270m", "`local:gemma-3-270m`", tmp_path / "adapter",
+                      "local:gemma-3-270m")
+    assert "[google/gemma-3-270m](https://huggingface.co/google/gemma-3-270m)" in card
+    assert "base_model: google/gemma-3-270m" in card.split("\n---", 1)[0]
+    assert "None" not in card and "## Training procedure" in card
+    assert f'from_pretrained("local:gemma-3-270m+{(tmp_path / "adapter").resolve()}")' in card

@@ -89,7 +89,10 @@ def test_train_save_reload_gives_identical_greedy_outputs(tiny_model_dir, tmp_pa
     metrics = train_sft(tiny_model_dir, sft_rows(12), sft_rows(2), _config(max_steps=4, bf16=False), tmp_path / "s")
     assert metrics["eval_loss"] > 0 and (tmp_path / "s" / "adapter" / "adapter_model.safetensors").exists()
     assert (tmp_path / "s" / "training_curves.png").exists()
-    assert "nextocc distillation metrics" in (tmp_path / "s" / "adapter" / "README.md").read_text()
+    card = (tmp_path / "s" / "adapter" / "README.md").read_text()
+    assert "nextocc distillation metrics" in card
+    assert "huggingface.co/None" not in card and 'model="None"' not in card
+    assert "google/gemma-3-270m" in card and "NextOccupation.from_pretrained(" in card  # the config's base
     base, tok = load_model_and_tokenizer(tiny_model_dir)
     reloaded = PeftModel.from_pretrained(base, metrics["adapter"]).eval()
     merged = PeftModel.from_pretrained(load_model_and_tokenizer(tiny_model_dir)[0], metrics["adapter"])

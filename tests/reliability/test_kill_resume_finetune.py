@@ -113,10 +113,11 @@ def test_sigkill_mid_study_then_rerun_keeps_finished_trials(ft, tmp_path):
     finished = [t for t in after if t[1] in ("COMPLETE", "PRUNED")]
     assert len(finished) == 2
     assert all(t in after for t in before), "a finished trial was lost or re-run"
-    stale = [t for t in after if t[1] == "RUNNING"]
-    # the trial killed mid-way stays RUNNING (Optuna's heartbeat marks it FAILED only after the grace period);
+    stale = [t for t in after if t[1] == "FAIL"]
+    # the trial killed mid-way (its worker is dead) is failed when the study resumes, its directory is marked, and
     # it does not count as finished, so the rerun ran one new trial instead
-    assert len(stale) == 1 and len(after) == 3
+    assert len(stale) == 1 and len(after) == 3 and not any(t[1] == "RUNNING" for t in after)
+    assert (study_dir / "trials" / f"trial-{stale[0][0]}" / "TRIAL_FAILED").is_file()
     assert (study_dir / "study.json").is_file() and (study_dir / "best_config.yaml").is_file()
     record_figures("kill_resume_study", finished_before=len(before), finished_after=len(finished),
                    stale_running=len(stale))
