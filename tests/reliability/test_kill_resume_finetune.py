@@ -100,9 +100,10 @@ def test_sigkill_mid_study_then_rerun_keeps_finished_trials(ft, tmp_path):
     db = study_dir / "study.db"
     cmd = [sys.executable, str(DRIVER), "study", str(cfg), str(study_dir), "2"]
 
-    def mid_trial():  # a finished trial, and the next one running
+    def mid_trial():  # a finished trial, and the next one running with its run directory made
         trials = _trials(db)
-        return any(t[1] == "COMPLETE" for t in trials) and any(t[1] == "RUNNING" for t in trials)
+        return any(t[1] == "COMPLETE" for t in trials) and any(
+            t[1] == "RUNNING" and (study_dir / "trials" / f"trial-{t[0]}").is_dir() for t in trials)
 
     _run_until(cmd, mid_trial, timeout=240, sleep=0.1)
     before = [t for t in _trials(db) if t[1] in ("COMPLETE", "PRUNED")]
