@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
-from tqdm.auto import tqdm
 
 from lms import usage
+from lms.progress import LiveProgress
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ def generate_candidates(
     stop = threading.Event()
     stats: dict[str, Any] = {"generated": 0, "skipped": skipped, "errors": 0, "last_error": None}
     failed: set[str] = set()
-    bar = tqdm(total=len(todo), desc="candidates", disable=True if not todo else None, leave=False)  # None: TTY only
+    # a bar over candidates whose postfix moves with every LM call and decoded token (None: on a TTY only)
+    bar = LiveProgress(total=len(todo), desc="candidates", disable=True if not todo else None).__enter__()
 
     def work(item):
         if stop.is_set():
@@ -261,7 +262,7 @@ def generate_candidates(
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)  # running candidates finish and are written
     finally:
-        bar.close()
+        bar.__exit__(None, None, None)
     stats["failed_examples"] = len(failed)
     if stop.is_set():
         exc = TooManyErrors(

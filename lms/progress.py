@@ -59,7 +59,7 @@ class LiveProgress:
 
     def __init__(self, total: int | None, desc: str, interval: float = 10.0, disable: bool = False):
         self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=disable, leave=True)
-        self.interval, self.counter = interval, _CallCounter()
+        self.desc, self.interval, self.counter = desc, interval, _CallCounter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_tokens, self._start_time = tokens_processed(), time.monotonic()
@@ -85,7 +85,7 @@ class LiveProgress:
         import dspy
 
         dspy.settings.callbacks.append(self.counter)
-        self._thread = threading.Thread(target=self._watch, name=f"progress-{self.bar.desc}", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"progress-{self.desc}", daemon=True)
         self._thread.start()
         return self
 

@@ -38,26 +38,32 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         examples: Examples whose ``inputs()`` (or the named ``inputs``) are passed as keyword arguments.
         threads: Worker threads.
         inputs: Field names to pass instead of ``example.inputs()``.
-        progress: Show DSPy's progress bar (``threads > 1``).
+        progress: Show a live progress bar (:class:`lms.progress.LiveProgress`: predictions, LM calls, tokens).
 
     Returns:
         One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
     """
     from dspy.utils.parallelizer import ParallelExecutor
 
-    def run(example):
-        kwargs = {k: example.get(k) for k in inputs} if inputs else dict(example.inputs())
-        try:
-            return program(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - recorded as a failed prediction
-            logger.warning("prediction failed for %s: %s", example.get("person_id"), exc)
-            return _failed(exc)
+    from lms.progress import LiveProgress
 
-    if threads <= 1:
-        return [run(ex) for ex in examples]
-    executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=not progress,
-                                timeout=10**6)
-    return list(executor.execute(run, list(examples)))
+    with LiveProgress(total=len(examples), desc="predictions", disable=None if progress else True) as bar:
+
+        def run(example):
+            kwargs = {k: example.get(k) for k in inputs} if inputs else dict(example.inputs())
+            try:
+                return program(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - recorded as a failed prediction
+                logger.warning("prediction failed for %s: %s", example.get("person_id"), exc)
+                return _failed(exc)
+            finally:
+                bar.update()
+
+        if threads <= 1:
+            return [run(ex) for ex in examples]
+        executor = ParallelExecutor(num_threads=threads, max_errors=len(examples) + 1, disable_progress_bar=True,
+                                    timeout=10**6)
+        return list(executor.execute(run, list(examples)))
 
 
 def judge_means(judge: Any, examples: Sequence[dspy.Example], preds: Sequence[dspy.Prediction],

@@ -39,3 +39,10 @@ def test_engine_decoding_moves_the_token_counter(tiny_spec):
     with dspy.context(lm=lm):
         dspy.Predict(Echo)(text="hello")
     assert tokens_processed() > before
+
+
+def test_disabled_progress_still_counts():
+    with LiveProgress(total=1, desc="quiet", interval=0.05, disable=True) as progress:
+        progress.update()
+        count_tokens(3)
+        assert progress.postfix()["tok"] == 3
