@@ -132,16 +132,12 @@ def dev_histories(n: int, seed: int = 0) -> list[Any]:
 
 def _prefill(loaded: Any, prompts: list[list[int]], prefix_cache: Any) -> None:
     """The prompts' prefill alone (what decoding the answer costs before its first token), as the beam does it."""
-    from lms.generation import encode_ids
+    from lms.generation import encode_ids, prefill
 
     model = loaded.model
     with torch.inference_mode():
         enc, cache = encode_ids(model, prompts, loaded.tokenizer.pad_token_id, True, prefix_cache)
-        mask = enc["attention_mask"]
-        start = 0 if cache is None else cache.get_seq_length()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = model.get_decoder()(input_ids=enc["input_ids"][:, start:], attention_mask=mask, cache=cache,
-                                     position_ids=positions[:, start:], use_cache=True).last_hidden_state[:, -1]
+        hidden = prefill(model, enc, cache)[0]
         model.get_output_embeddings()(hidden)
 
 

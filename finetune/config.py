@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, TypeVar
 
 MODES = ("joint", "two_model", "direct")
@@ -237,10 +236,8 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
     """
     import typing
 
-    import yaml
-
     from programs.run_dir import ConfigError as RunConfigError
-    from programs.run_dir import _coerce, build_parser
+    from programs.run_dir import _coerce, build_parser, read_config_file
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -256,14 +253,7 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
     sft_args: dict[str, Any] = {}
     dpo_args: dict[str, Any] = {}
     if config_path:
-        try:
-            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise RunConfigError(f"Config file {config_path} does not exist.") from None
-        except yaml.YAMLError as exc:
-            raise RunConfigError(f"Config file {config_path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise RunConfigError(f"Config file {config_path} must hold a mapping of field: value.")
+        data = read_config_file(config_path)
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name in own:

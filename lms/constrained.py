@@ -365,23 +365,15 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
 
 
 def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width):
-    from transformers import DynamicCache
-
-    from lms.generation import encode_ids
+    from lms.generation import encode_ids, prefill
     from lms.progress import count_tokens
 
     device = model.device
     terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
     enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    start = 0 if cache is None else cache.get_seq_length()
-    cache = DynamicCache(config=model.config) if cache is None else cache
+    hidden, cache, mask, positions = prefill(model, enc, cache)
     body = model.get_decoder()
-    hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
-                  use_cache=True).last_hidden_state[:, -1]
     logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
-    count_tokens(int(mask[:, start:].sum()))
     next_pos = positions[:, -1] + 1
     finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
     # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.

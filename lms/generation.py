@@ -249,18 +249,30 @@ def _top_p_filter(logits: torch.Tensor, top_p: float, head: int = 512) -> torch.
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, sampling) -> list[list[int]]:
-    """Decode step by step, removing finished rows from the batch and the KV cache."""
+def prefill(model: Any, enc: dict[str, torch.Tensor], cache: Any = None) -> tuple[torch.Tensor, Any, torch.Tensor,
+                                                                                   torch.Tensor]:
+    """Run the part of :func:`encode_ids`' rows their cache does not hold yet.
+
+    Returns:
+        ``(last hidden state per row, the cache, attention mask, position ids)``.
+    """
     from transformers import DynamicCache
 
     ids, mask = enc["input_ids"], enc["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     start = 0 if cache is None else cache.get_seq_length()
     cache = DynamicCache(config=model.config) if cache is None else cache
-    body = model.get_decoder()
-    hidden = body(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:], cache=cache,
-                  use_cache=True).last_hidden_state[:, -1]
+    hidden = model.get_decoder()(input_ids=ids[:, start:], attention_mask=mask, position_ids=positions[:, start:],
+                                 cache=cache, use_cache=True).last_hidden_state[:, -1]
     count_tokens(int(mask[:, start:].sum()))
+    return hidden, cache, mask, positions
+
+
+def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, sampling) -> list[list[int]]:
+    """Decode step by step, removing finished rows from the batch and the KV cache."""
+
+    hidden, cache, mask, positions = prefill(model, enc, cache)
+    body = model.get_decoder()
     next_pos = positions[:, -1] + 1
     active = list(range(len(segments)))
     generated: list[list[int]] = [[] for _ in segments]

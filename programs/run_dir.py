@@ -37,6 +37,23 @@ REDACTED = "***"
 T = TypeVar("T")
 
 
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping of a ``--config`` YAML file.
+
+    Raises:
+        ConfigError: For a missing file, invalid YAML or a top level that is not a mapping.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of field: value.")
+    return data
+
+
 class ConfigError(ValueError):
     """A configuration file or flag is invalid; the message names the key."""
 
@@ -390,14 +407,7 @@ def load_config(dataclass_type: type[T], argv: Sequence[str] | None = None, desc
     values: dict[str, Any] = {}
     config_path = args.pop("config", None)
     if config_path:
-        try:
-            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"Config file {config_path} does not exist.") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {config_path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"Config file {config_path} must hold a mapping of field: value.")
+        data = read_config_file(config_path)
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name not in fields:
