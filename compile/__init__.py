@@ -1,1 +1,1 @@
-"""Judge-driven prompt optimization, oracle reason selection, export of traces (issue 5)."""
+"""Judge-driven prompt optimization, oracle reason selection, export of traces."""

@@ -1,1 +1,1 @@
-"""Experiments: the paper-claims table, with bootstrap CIs and plots (issue 7)."""
+"""Experiments: the paper-claims table, with bootstrap CIs and plots."""

@@ -1,4 +1,4 @@
-"""Distillation of oracle traces into a small model with TRL + PEFT; Optuna studies (issue 6).
+"""Distillation of oracle traces into a small model with TRL + PEFT; Optuna studies.
 
 Modules:
 

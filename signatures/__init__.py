@@ -1,4 +1,4 @@
-"""DSPy signatures of the reasoned next-occupation method (issue 4).
+"""DSPy signatures of the reasoned next-occupation method.
 
 * :mod:`signatures.reasoning` — reason generation and occupation prediction (two-step, joint, direct).
 * :mod:`signatures.candidates` — hybrid variants with a supervised baseline's candidates as an input.

@@ -126,7 +126,7 @@ def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
     import lms.constrained
-    import lms.local_engine
+    import lms.option_ranking
 
     seen = []
     real = lms.constrained.rank_beam
@@ -135,7 +135,7 @@ def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
         seen.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lms.local_engine, "rank_beam", spy)
+    monkeypatch.setattr(lms.option_ranking, "rank_beam", spy)
     lm = _lm(tiny_spec)
     msgs = [dspy.ChatAdapter().format(PickOccupation, demos=[], inputs={"history": h, "reason": "r"})
             for h in HISTORIES[:4]]

@@ -1,4 +1,4 @@
-"""Issue 8 / faults: compile survives ~10% injected LM faults (fail / timeout / garbage) in teacher and judge,
+"""Faults: compile survives ~10% injected LM faults (fail / timeout / garbage) in teacher and judge,
 reports the failure counts in metrics.json and report.md, and loses nothing written before a fault.
 """
 
