@@ -1,4 +1,4 @@
-"""Issue 8 / input: property-based fuzzing of every input path with malformed and hostile histories.
+"""Input: property-based fuzzing of every input path with malformed and hostile histories.
 
 Hypothesis mixes structural garbage (wrong types, nested junk, missing keys, huge/negative/float/str years, unicode,
 control characters, lone surrogates, bytes) with near-valid histories and throws them at

@@ -1,4 +1,4 @@
-"""Issue 8 / input: every malformed career history gives a clear error naming the record and the field, or the
+"""Input: every malformed career history gives a clear error naming the record and the field, or the
 documented rule (control characters stripped, most recent N entries kept, duplicates dropped), logged.
 
 Each case runs through the three entry points: ``CareerHistory.from_dict`` (dicts), the JSONL and CSV user-data

@@ -1,4 +1,4 @@
-"""Issue 8 / faults: ``kill -9`` of a compile run mid-way, then the same command again, resumes.
+"""Faults: ``kill -9`` of a compile run mid-way, then the same command again, resumes.
 
 Finished candidates are reused (not regenerated: ``skipped`` in metrics.json and the teacher's call count), no line of
 ``candidates.jsonl`` is lost or duplicated, and every final artifact is written.

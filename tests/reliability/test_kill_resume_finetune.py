@@ -1,4 +1,4 @@
-"""Issue 8 / faults: ``kill -9`` of a distill run (mid-stage) and of an Optuna study (mid-trial), then the same
+"""Faults: ``kill -9`` of a distill run (mid-stage) and of an Optuna study (mid-trial), then the same
 command again, resumes: distill continues from the latest checkpoint, the study keeps its finished trials (SQLite,
 ``load_if_exists``) and only runs the missing ones. Tiny random model (``tests/finetune/ft_helpers.py``).
 """

@@ -1,4 +1,4 @@
-"""Issue 8 / input: text inside a history is data. Instructions ("ignore previous instructions ..."), fake DSPy field
+"""Input: text inside a history is data. Instructions ("ignore previous instructions ..."), fake DSPy field
 markers (``[[ ## occupation ## ]]``) and "System:" lines are rendered inside the history field only; the formatted
 ChatAdapter messages of every signature (two_step, joint, direct, hybrid, rationalize, the three judges) differ from
 those of a benign history only by the history text itself, which holds no field marker.

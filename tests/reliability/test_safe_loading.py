@@ -1,4 +1,4 @@
-"""Issue 8 / security: loading a saved program, baseline or student never unpickles (JSON state and safetensors
+"""Security: loading a saved program, baseline or student never unpickles (JSON state and safetensors
 only), and every path named by a manifest or a config stays inside its run directory ('../', absolute paths and
 symlinks that escape are refused).
 """

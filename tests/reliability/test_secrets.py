@@ -1,4 +1,4 @@
-"""Issue 8 / security: API keys come only from the environment (or a user's config) and are never written to run
+"""Security: API keys come only from the environment (or a user's config) and are never written to run
 directories, reports, saved programs, config echoes or logs.
 
 A fake key is set in the environment and put in configs (``api_key: ...``, nested secret-like keys, LM objects that

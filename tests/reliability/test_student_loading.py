@@ -1,4 +1,4 @@
-"""Issue 8 / security: a local student (HF folder: config + safetensors) loads through ``lms`` without unpickling.
+"""Security: a local student (HF folder: config + safetensors) loads through ``lms`` without unpickling.
 
 Uses the tiny random model of ``tests/lms/tiny_lm_factory.py`` (never the real Gemma weights).
 """
