@@ -29,7 +29,8 @@ def train_steps(steps: int, out_dir: Path) -> dict[str, Any]:
     from finetune.config import DistillConfig
     from finetune.data import read_rows
     from finetune.demo_data import export_demo_run
-    from finetune.trainer import load_model_and_tokenizer, make_sft_trainer
+    from finetune.model_loading import load_model_and_tokenizer
+    from finetune.trainer import make_sft_trainer
     from lms.model_store import embedded_model_dir
 
     export_demo_run(out_dir / "data", n=48)

@@ -8,6 +8,9 @@ longer than ``max_jobs``/``max_education`` entries keeps only the most recent on
 
 Text inside a history is data: :meth:`CareerHistory.to_prompt_text` renders it as one compact block
 that DSPy places inside the ``history`` input field, so it cannot change instructions or format.
+:func:`coerce_history` is the input rule of every consumer (programs, judges, grounding checks): any
+accepted history form becomes prompt text with DSPy field markers neutralized (:func:`neutralize_markers`)
+exactly once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ _MARKER = re.compile(r"\[\[\s*##\s*(\w*)\s*##\s*\]\]")
 
 class HistoryValidationError(ValueError):
     """A career history failed validation; the message names the record and the field."""
+
+
+class HistoryTypeError(HistoryValidationError, TypeError):
+    """A history of an unsupported type (both a ``ValueError``, like every input rejection, and a ``TypeError``)."""
+
+
+def neutralize_markers(text: str) -> str:
+    """Rewrites DSPy field markers (``[[ ## name ## ]]``) inside data as ``[name]``.
+
+    History text is data placed inside the ``history`` input field; a marker in it could otherwise look like a field
+    boundary to the LM. Nothing else is changed.
+    """
+    return _MARKER.sub(lambda m: f"[{m.group(1)}]", text)
 
 
 def clean_text(value: Any, *, field: str, max_len: int = MAX_TEXT, required: bool = False) -> str | None:
@@ -307,7 +323,7 @@ class CareerHistory(BaseModel):
         lines.append("Jobs (oldest first):" if self.jobs else "Jobs: none reported")
         lines.extend(f"{i}. {j.render()}" for i, j in enumerate(self.jobs, 1))
         # text is data: a DSPy field marker ([[ ## name ## ]]) inside it is rewritten as [name]
-        return _MARKER.sub(lambda m: f"[{m.group(1)}]", "\n".join(lines))
+        return neutralize_markers("\n".join(lines))
 
     def to_json(self) -> str:
         """Compact JSON of the history (round-trips through :meth:`from_dict`)."""
@@ -354,6 +370,48 @@ class CareerHistory(BaseModel):
                 gold_state=target.state,
             )
         return dspy.Example(**fields).with_inputs("history")
+
+
+def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
+    """Renders any accepted history form as prompt text (with DSPy field markers neutralized).
+
+    Args:
+        history: A :class:`CareerHistory`, a dict, a JSON object string, or already rendered text (any other
+            string).
+
+    Returns:
+        ``(prompt text, CareerHistory or None)``.
+
+    Raises:
+        HistoryValidationError: A dict or JSON history that fails validation, or empty or invalid text.
+        HistoryTypeError: For other types (a ``HistoryValidationError`` and a ``TypeError``).
+    """
+    career = None
+    if isinstance(history, CareerHistory):
+        career = history
+    elif isinstance(history, dict):
+        career = CareerHistory.from_dict(history)
+    elif isinstance(history, str):
+        stripped = history.strip()
+        if not stripped:
+            raise HistoryValidationError("history is empty")
+        if _SURROGATE.search(history):
+            raise HistoryValidationError("history is not valid Unicode text (it holds a lone surrogate code point)")
+        if stripped.startswith("{"):
+            try:
+                json.loads(stripped)
+            except json.JSONDecodeError:
+                return neutralize_markers(history), None  # rendered text that happens to start with a brace
+            except (ValueError, RecursionError) as exc:  # huge integers, nesting too deep
+                raise HistoryValidationError(f"history is not valid JSON ({type(exc).__name__})") from None
+            career = CareerHistory.from_dict(stripped)
+        else:
+            return neutralize_markers(history), None
+    else:
+        raise HistoryTypeError(
+            f"history must be a CareerHistory, dict, JSON string or rendered text, got {type(history).__name__}"
+        )
+    return career.to_prompt_text(), career  # to_prompt_text neutralizes the markers
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -69,11 +69,11 @@ class OptimizeConfig:
     run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
 
     def __post_init__(self):
-        from programs.run_dir import check_lm_spec
+        from lms.resolve import lm_spec
 
-        self.teacher_lm = check_lm_spec(self.teacher_lm, "teacher_lm")
-        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
-        self.predictor_lm = check_lm_spec(self.predictor_lm, "predictor_lm")
+        self.teacher_lm = lm_spec(self.teacher_lm, role="teacher_lm")
+        self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
+        self.predictor_lm = lm_spec(self.predictor_lm, role="predictor_lm")
         teacher = self.teacher_lm if isinstance(self.teacher_lm, str) else ""
         if isinstance(self.judge_lm, str) and self.judge_lm.startswith("evidence"):
             raise ValueError("judge_lm 'evidence' is not a judge; use 'heuristic' for the LM-free judge or an LM spec.")

@@ -38,25 +38,20 @@ from compile.export import export_traces
 from compile.optimizers import build_optimizer, compile_program, describe_changes
 from compile.report import write_data_card, write_failure_report, write_report
 from compile.selection import SelectionRule, dpo_pairs, score_summary, select_oracles
-from lms import usage
+from lms import is_local, usage
+from lms.resolve import lm_spec, resolve_lm
 from metrics.grounding import grounding_check, likelihood_utility
 from metrics.heuristic_judge import HeuristicJudge, TitleIndex, gold_supported, implied_occupations
 from metrics.judge import ReasonJudge
 from metrics.judge_metric import JudgeMetric
 from programs.evidence_teacher import EvidenceTeacher
-from programs.next_occupation import MANIFEST_FILE, NextOccupation, is_local_lm, resolve_lm
-from programs.provenance import write_provenance
-from programs.run_dir import (
-    ConfigError,
-    JsonlWriter,
-    RunFailed,
-    load_config,
-    make_run_dir,
-    read_jsonl,
-    write_config,
-    write_json,
-)
+from programs.manifest import MANIFEST_FILE
+from programs.next_occupation import NextOccupation
 from programs.scoring import score_program
+from runkit.config import ConfigError, load_config
+from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
+from runkit.provenance import write_provenance
+from runkit.run_dir import RunFailed, make_run_dir
 from signatures.rationalize import GenerateReasonFromGold
 
 logger = logging.getLogger(__name__)
@@ -101,7 +96,6 @@ DEFAULT_PROGRAM_LM = "local:gemma-3-270m"
 
 def _lm_spec(spec: Any, config: OptimizeConfig, role: str = "lm") -> Any:
     """A role's spec with the run's defaults (``--api_base``, ``--max_tokens``) for remote models."""
-    from lms.resolve import lm_spec
 
     return lm_spec(spec, role=role, api_base=config.api_base, max_tokens=config.max_tokens)
 
@@ -148,7 +142,7 @@ def build_steps(program: NextOccupation, judge: Any, config: OptimizeConfig, tea
         out = {"grounding": round(ground.score, 3), "ungrounded": ground.ungrounded_texts, "implied": implied,
                "gold_supported": gold_supported(implied, gold)}
         lm = program.predictor_lm
-        if config.predict_candidates and is_local_lm(lm):
+        if config.predict_candidates and is_local(lm):
             out["likelihood_utility"] = likelihood_utility(lm, example.history, text, example.occupation)
         return out
 
@@ -159,7 +153,7 @@ def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transitio
                 judge_lm: Any = None, predictor_lm: Any = None) -> Any:
     """The judge of a run: the LM-free :class:`HeuristicJudge` for ``judge_lm: heuristic``, else the LM judge."""
     if judge_lm is None and config.judge_lm == "heuristic":
-        likelihood_lm = predictor_lm if config.judge_likelihood and is_local_lm(predictor_lm) else None
+        likelihood_lm = predictor_lm if config.judge_likelihood and is_local(predictor_lm) else None
         if config.judge_likelihood and likelihood_lm is None:
             logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
         return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,

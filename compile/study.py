@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from compile.config import OptimizeConfig
-from programs.run_dir import ConfigError, load_config
+from runkit.config import ConfigError, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ class CompileStudyConfig:
     demo_choices: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Bootstrapped/labeled demo counts to try."})
 
     def __post_init__(self):
-        from programs.run_dir import check_lm_spec
+        from lms.resolve import lm_spec
 
-        self.teacher_lm = check_lm_spec(self.teacher_lm, "teacher_lm")
-        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
+        self.teacher_lm = lm_spec(self.teacher_lm, role="teacher_lm")
+        self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
         if self.n_trials < 1:
             raise ValueError(f"n_trials must be >= 1, got {self.n_trials}.")
         if not 0 <= self.temperature_min <= self.temperature_max <= 2:

@@ -59,16 +59,9 @@ from experiments.tables import (
     scores_from_records,
     verdict,
 )
-from programs.run_dir import (
-    ConfigError,
-    JsonlWriter,
-    RunFailed,
-    load_config,
-    make_run_dir,
-    read_jsonl,
-    write_config,
-    write_json,
-)
+from runkit.config import ConfigError, load_config
+from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
+from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -147,10 +140,10 @@ class ClaimsConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
-        from programs.run_dir import check_lm_spec
+        from lms.resolve import lm_spec
 
-        self.lm = check_lm_spec(self.lm, "lm")
-        self.judge_lm = check_lm_spec(self.judge_lm, "judge_lm")
+        self.lm = lm_spec(self.lm, role="lm")
+        self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
         if not self.datasets:
             raise ValueError("datasets must name at least one dataset (synthetic, nlsy79).")
         unknown = [r for r in self.rows if r not in ROW_SPECS]

@@ -1,4 +1,4 @@
-"""Run artifacts of a distill run: training curves, model cards, the DPO stage and merged weights."""
+"""Run artifacts of a distill run: training curves, model cards and merged weights."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import re
 import shutil
 from pathlib import Path
 from typing import Any
+
+from finetune.model_loading import load_model_and_tokenizer
+from lms.model_store import is_local_spec, parse_local_spec
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +66,6 @@ def base_model_id(base: str | None, folder: str | Path | None = None) -> tuple[s
     The embedded ``local:gemma-3-270m`` is Gemma 3 270M; a hub id names itself; a local folder is named by its path
     and, when its ``config.json`` records one, the hub id it came from.
     """
-    from lms.model_store import is_local_spec, parse_local_spec
-
     spec = base or (str(folder) if folder else None)
     if not spec:
         return None, "an unnamed base model"
@@ -127,80 +128,6 @@ def write_model_card(trainer: Any, adapter_dir: str | Path, metrics: dict[str, A
     return path
 
 
-def dpo_kwargs(config: Any, output_dir: str | Path) -> dict[str, Any]:
-    """``DPOConfig`` keyword arguments: the curated dpo_* fields, the TrainingArguments fields of ``sft_args``
-    (``--deepspeed``, ``--optim``, ... apply to every stage) and ``dpo_args`` (any DPOConfig field) last."""
-    from finetune.config import trl_fields
-    from finetune.trainer import device_defaults
-
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(output_dir), beta=config.dpo_beta, learning_rate=config.dpo_learning_rate,
-        max_steps=config.dpo_max_steps, num_train_epochs=config.dpo_num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, max_length=config.max_length,
-        seed=config.seed, logging_steps=config.logging_steps, save_strategy="steps", save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit, report_to=config.report_to, disable_tqdm=True,
-        **device_defaults(config, plain=True if config.plain else False),
-    )
-    sft_args = getattr(config, "sft_args", None) or {}
-    dpo_args = getattr(config, "dpo_args", None) or {}
-    if sft_args:
-        training_fields = trl_fields()[2]
-        kwargs.update({k: v for k, v in sft_args.items() if k in training_fields})
-    kwargs.update(dpo_args)
-    return kwargs
-
-
-def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict], config: Any,
-              output_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """DPO from an SFT adapter: continues training that adapter against a frozen copy of it (TRL's "ref" adapter).
-
-    Args:
-        model_folder: HF folder of the base model.
-        sft_adapter: The SFT adapter folder (the policy's start and the reference).
-        rows: TRL conversational ``prompt``/``chosen``/``rejected`` rows.
-        config: A :class:`finetune.config.DistillConfig`-like object (dpo_* fields, batch sizes, lengths).
-        output_dir: Stage directory.
-        resume: Continue from the latest checkpoint in ``output_dir``.
-
-    Returns:
-        Metrics (losses, reward accuracy, adapter path).
-    """
-    from datasets import Dataset
-    from peft import PeftModel
-    from trl import DPOConfig, DPOTrainer
-
-    from finetune.trainer import latest_checkpoint, load_model_and_tokenizer
-
-    output_dir = Path(output_dir)
-    model, tokenizer = load_model_and_tokenizer(model_folder,
-                                                attn_implementation=getattr(config, "attn_implementation", None))
-    model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
-    args = DPOConfig(**dpo_kwargs(config, output_dir))
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    checkpoint = latest_checkpoint(output_dir) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter_dir = output_dir / "adapter"
-    main = trainer.is_world_process_zero()
-    if main:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(adapter_dir),
-                                                                        selected_adapters=["default"])
-        tokenizer.save_pretrained(str(adapter_dir))
-    history = trainer.state.log_history
-    acc = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-    losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {"train_loss": result.training_loss, "rows": len(rows), "global_step": trainer.state.global_step,
-               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "reward_accuracy_last": acc[-1] if acc else None, "adapter": str(adapter_dir),
-               "resumed_from": checkpoint}
-    if main:
-        metrics["curves"] = plot_curves(history, output_dir / "training_curves.png", title=f"DPO {output_dir.name}")
-        write_model_card(trainer, adapter_dir, metrics, model_name=output_dir.name, base=getattr(config, "base", None))
-    trainer.accelerator.wait_for_everyone()
-    metrics["log_history"] = history
-    return metrics
-
-
 def merge_adapter(model_folder: str | Path, adapter_dir: str | Path, out_dir: str | Path,
                   dtype: str = "bfloat16") -> str:
     """Merge a LoRA adapter into the base weights (``merge_and_unload``) and save a servable HF folder.
@@ -209,8 +136,6 @@ def merge_adapter(model_folder: str | Path, adapter_dir: str | Path, out_dir: st
     """
     import torch
     from peft import PeftModel
-
-    from finetune.trainer import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_folder, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

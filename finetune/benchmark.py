@@ -38,7 +38,8 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
                     share_prefix: bool = True) -> None:
     import torch
 
-    from finetune.trainer import load_model_and_tokenizer, make_sft_trainer
+    from finetune.model_loading import load_model_and_tokenizer
+    from finetune.trainer import make_sft_trainer
 
     torch.manual_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(folder)

@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
+
+from runkit.config import ConfigError, build_parser, coerce_value, load_config, read_config_file
 
 MODES = ("joint", "two_model", "direct")
 T = TypeVar("T")
@@ -125,10 +128,6 @@ class DistillConfig:
 RESERVED_SFT = ("output_dir", "eval_strategy", "save_strategy", "completion_only_loss", "prediction_loss_only")
 
 
-class ConfigError(ValueError):
-    """Invalid configuration (fallback when programs.run_dir is not importable)."""
-
-
 @lru_cache(maxsize=1)
 def trl_fields() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """``(SFTConfig fields, DPOConfig fields, TrainingArguments fields)`` of the installed TRL/Transformers."""
@@ -146,12 +145,10 @@ def _own_fields() -> set[str]:
 
 
 def _unknown(key: str, valid: set[str], where: str) -> ValueError:
-    from programs.run_dir import ConfigError as RunConfigError
-
     close = difflib.get_close_matches(key, valid, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     listed = sorted(k for k in valid if not k.startswith("dpo_") or k[4:] in _own_fields() or k in _own_fields())
-    return RunConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys (DistillConfig and TRL SFTConfig "
+    return ConfigError(f"{where}: unknown key {key!r}.{hint} Valid keys (DistillConfig and TRL SFTConfig "
                           f"fields): {listed}, plus dpo_<any DPOConfig field> for the DPO stage (dpo_loss_type, "
                           "dpo_label_smoothing, ...); see --help.")
 
@@ -215,8 +212,6 @@ def _parse_trl_flags(cls_name: str, groups: list[list[str]], prefix: str = "") -
 
 
 def _help_text() -> str:
-    from programs.run_dir import build_parser
-
     sft, dpo, _ = trl_fields()
     extra = sorted(set(sft) - _own_fields() - set(RESERVED_SFT))
     return (build_parser(DistillConfig, DistillConfig.__doc__).format_help()
@@ -230,15 +225,10 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
     """:class:`DistillConfig` from ``--config file.yaml`` and flags, TRL-script style (see the module docstring).
 
     Raises:
-        ValueError: (``programs.run_dir.ConfigError``) for unknown keys (with the valid ones), wrong types,
+        ValueError: (``runkit.config.ConfigError``) for unknown keys (with the valid ones), wrong types,
             missing files or invalid values.
         SystemExit: ``--help``.
     """
-    import typing
-
-    from programs.run_dir import ConfigError as RunConfigError
-    from programs.run_dir import _coerce, build_parser, read_config_file
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
         print(_help_text())
@@ -257,7 +247,7 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name in own:
-                values[name] = _coerce(value, hints[name], f"{config_path}: {key}", from_text=False)
+                values[name] = coerce_value(value, hints[name], f"{config_path}: {key}", from_text=False)
             elif name in sft and name not in RESERVED_SFT:
                 sft_args[name] = value
             elif name.startswith("dpo_") and name[4:] in dpo and name != "dpo_output_dir":
@@ -267,7 +257,7 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
     groups = _flag_groups(rest)
     for group in groups:
         if not group[0].startswith("--"):
-            raise RunConfigError(f"command line: unexpected argument {group[0]!r} (flags are --field value).")
+            raise ConfigError(f"command line: unexpected argument {group[0]!r} (flags are --field value).")
     name_of = {id(g): g[0][2:].partition("=")[0].replace("-", "_") for g in groups}
     dpo_groups = [g for g in groups if name_of[id(g)].startswith("dpo_") and name_of[id(g)][4:] in dpo]
     sft_groups = [g for g in groups if g not in dpo_groups]
@@ -277,28 +267,26 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
     sft_args.update(_parse_trl_flags("SFTConfig", sft_groups))
     dpo_args.update(_parse_trl_flags("DPOConfig", dpo_groups, prefix="dpo_"))
     for name, text in flags.items():
-        values[name] = _coerce(text, hints[name], f"--{name}", from_text=True)
+        values[name] = coerce_value(text, hints[name], f"--{name}", from_text=True)
     values["sft_args"] = {**values.get("sft_args", {}), **sft_args}
     values["dpo_args"] = {**values.get("dpo_args", {}), **dpo_args}
     try:
         return DistillConfig(**values)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, RunConfigError):
+        if isinstance(exc, ConfigError):
             raise
-        raise RunConfigError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
 
 
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None) -> T:
     """Build a config from ``--config file.yaml`` plus ``--field value`` flags.
 
     :class:`DistillConfig` goes through :func:`parse_distill_args` (TRL fields accepted); other dataclasses through
-    :func:`programs.run_dir.load_config`.
+    :func:`runkit.config.load_config`.
 
     Raises:
         ValueError: (``ConfigError``) for unknown keys, wrong types, missing files or invalid values.
     """
     if dataclass_type is DistillConfig:
         return parse_distill_args(argv)  # type: ignore[return-value]
-    from programs.run_dir import load_config
-
     return load_config(dataclass_type, argv)

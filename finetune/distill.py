@@ -36,7 +36,8 @@ from typing import Any
 
 from finetune.config import DistillConfig, parse_config
 from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, split_rows
-from programs.run_dir import write_config
+from programs.manifest import MANIFEST_FORMAT
+from runkit.files import write_config
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def prepare_run_dir(config: DistillConfig, state: Any = None) -> Path:
     """
     import datetime as _dt
 
-    from programs.run_dir import make_run_dir
+    from runkit.run_dir import make_run_dir
 
     state = state or distributed_state()
     parent = Path(config.output_dir)
@@ -129,7 +130,7 @@ def check_training_args(config: DistillConfig) -> None:
             if config.dpo:
                 from trl import DPOConfig
 
-                from finetune.artifacts import dpo_kwargs
+                from finetune.trainer import dpo_kwargs
 
                 DPOConfig(**dpo_kwargs(config, tmp))
         except (TypeError, ValueError) as exc:
@@ -156,7 +157,7 @@ def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, 
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from programs.run_dir import write_json
+    from runkit.files import write_json
 
     write_json(path, obj)
 
@@ -189,7 +190,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     reason_stage = names[0]
     adapters = {name: stages[name]["adapter"] for name in names}
     if config.dpo:
-        from finetune.artifacts import train_dpo
+        from finetune.trainer import train_dpo
 
         stage = run_dir / "reason_dpo"
         done = stage / "metrics.json"
@@ -231,7 +232,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     _write_json(run_dir / "metrics.json", results)
     _write_json(run_dir / "nextocc.json", student_manifest(run_dir, results, reasoner_adapter, predictor_adapter))
     (run_dir / "report.md").write_text(render_report(results), encoding="utf-8")
-    from programs.provenance import write_provenance
+    from runkit.provenance import write_provenance
 
     write_provenance(run_dir, dtype="bfloat16" if _uses_bf16(config) else "float32",
                      extra={"completion_head": results["completion_head"]})
@@ -262,8 +263,6 @@ def student_manifest(run_dir: Path, results: dict[str, Any], reasoner_adapter: s
                      ) -> dict[str, Any]:
     """``nextocc.json`` of a distill run: ``NextOccupation.load(run_dir)`` builds the zero-shot program on the
     student adapters (paths relative to the run, so the folder can move)."""
-    from programs.next_occupation import MANIFEST_FORMAT
-
     def rel(path: str) -> str:
         return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
 

@@ -24,7 +24,7 @@ def load_split(compile_run: str | Path, split: str = "test") -> tuple[list[Any],
     from careers.onet import OnetTaxonomy
     from compile.config import OptimizeConfig
     from compile.optimize import compile_splits
-    from programs.run_dir import load_config
+    from runkit.config import load_config
 
     path = Path(compile_run) / "config.yaml"
     if not path.is_file():

@@ -191,7 +191,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _resolve_folder(base: str) -> str:
+def resolve_folder(base: str) -> str:
     """A model folder path, or a hub id found in the offline cache."""
     path = Path(base).expanduser()
     if path.is_dir():
@@ -268,7 +268,7 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
     with _REGISTRY_LOCK:
         if key in _REGISTRY:
             return _REGISTRY[key]
-        folder = str(embedded_model_dir()) if parsed.is_embedded else _resolve_folder(parsed.base)
+        folder = str(embedded_model_dir()) if parsed.is_embedded else resolve_folder(parsed.base)
         if parsed.adapter and not Path(parsed.adapter).expanduser().is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
         loaded = _load(parsed, folder, torch_dtype, device)

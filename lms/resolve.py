@@ -22,7 +22,7 @@ from typing import Any
 import dspy
 
 from lms.chat_template import normalize_messages
-from lms.local_engine import AsyncLocalEngine, LocalEngine, model_name_for
+from lms.local_engine import AsyncLocalEngine, LocalEngine, model_name_for, spec_for
 from lms.model_store import DEFAULT_SPEC, is_local_spec, load_local_model, parse_local_spec
 
 logger = logging.getLogger(__name__)
@@ -143,31 +143,34 @@ def lm_model(spec: Any) -> str | None:
     return getattr(spec, "model", None)
 
 
-def resolve_lm(spec: Any) -> dspy.LM:
-    """Resolve a teacher/judge/student spec into a ``dspy.LM``.
+def resolve_lm(spec: Any, **load_kwargs: Any) -> dspy.BaseLM | None:
+    """Resolve a teacher/judge/student spec into a ``dspy.LM``: the one LM resolver of every CLI and program.
 
     Args:
-        spec: A ``dspy.LM`` (returned as is), a spec string, or a dict/dataclass with ``model`` and optionally
-            ``temperature``, ``max_tokens``, ``api_base``, ``api_key_env`` (name of the env var holding the key),
-            ``cache`` and any other :func:`load` keyword.
+        spec: None (returned as is: the step uses DSPy's configured LM), a ``dspy.BaseLM`` (returned as is), a spec
+            string, YAML flow text of a mapping, or a dict/dataclass with ``model`` and optionally ``temperature``,
+            ``max_tokens``, ``api_base``, ``api_key_env`` (name of the env var holding the key), ``cache`` and any
+            other :func:`load` keyword.
+        **load_kwargs: Further :func:`load` options (e.g. ``constrained_fields`` for a local model); the spec's own
+            keys win.
 
     Returns:
-        The LM.
+        The LM, or None for a None spec.
 
     Raises:
         ValueError: If the spec has no model, or ``api_key_env`` names an unset variable.
     """
-    if isinstance(spec, dspy.BaseLM):
+    if spec is None or isinstance(spec, dspy.BaseLM):
         return spec
     if isinstance(spec, str) and spec.strip().startswith("{"):
         spec = lm_spec(spec)
     if isinstance(spec, str):
-        return load(spec)
+        return load(spec, **load_kwargs)
     if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
         spec = dataclasses.asdict(spec)
     if not isinstance(spec, dict):
         raise ValueError(f"Cannot resolve an LM from {type(spec).__name__}; pass a string, dict or dataclass")
-    options = {key: value for key, value in spec.items() if value is not None}
+    options = {**load_kwargs, **{key: value for key, value in spec.items() if value is not None}}
     model = options.pop("model", None)
     if not model:
         raise ValueError(f"LM spec has no 'model': {spec!r}")
@@ -183,6 +186,28 @@ def resolve_lm(spec: Any) -> dspy.LM:
     if is_local_spec(model) and "api_base" in options:
         raise ValueError(f"api_base is meaningless for the local model {model!r}")
     return load(model, **options)
+
+
+def spec_string(lm: Any) -> str | None:
+    """The spec string that rebuilds ``lm`` (for manifests), or None when it cannot be told (e.g. DummyLM).
+
+    A string is returned as is, a mapping gives its ``model``, a local LM its ``local:...`` spec.
+    """
+    if lm is None or isinstance(lm, str):
+        return lm
+    if isinstance(lm, dict):
+        return lm.get("model")
+    model = getattr(lm, "model", None)
+    if not isinstance(model, str):
+        return None
+    if is_local(lm):
+        try:
+            return spec_for(model)[0]
+        except ValueError:
+            return None
+    if type(lm) is dspy.LM:
+        return model
+    return None
 
 
 def is_local(lm: Any) -> bool:

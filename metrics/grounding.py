@@ -30,9 +30,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import dspy
 from rapidfuzz import fuzz
 
+import lms
+from careers.history import coerce_history
 from careers.onet import canonical
+from signatures import PredictOccupation
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +93,6 @@ class GroundingResult:
 def _history_text(history: Any) -> str:
     if isinstance(history, str):
         return history
-    from programs.next_occupation import coerce_history
-
     return coerce_history(history)[0]
 
 
@@ -213,16 +215,9 @@ def likelihood_utility(
         The total log-probability (``-inf`` when the title is not an allowed option), or None when the LM is not
         local or scoring is unavailable.
     """
-    from programs.next_occupation import is_local_lm
-
-    if not is_local_lm(lm):
+    if not lms.is_local(lm):
         return None
     try:
-        import dspy
-
-        import lms
-        from signatures import PredictOccupation
-
         signature = signature or PredictOccupation
         inputs = {"history": history, **(extra_inputs or {})}
         if reason is not None and "reason" in signature.input_fields:

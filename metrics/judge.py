@@ -14,13 +14,16 @@ the best-judged reasons (passing, highest oracle score) become oracle reasons fo
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import dspy
 
+from careers.history import neutralize_markers
 from lms import usage
+from lms.resolve import resolve_lm
 from signatures.judges import SCORE_RANGE, JudgeCoherence, JudgeFactuality, JudgeUtility
 
 logger = logging.getLogger(__name__)
@@ -138,8 +141,6 @@ class ReasonJudge(dspy.Module):
     ):
         super().__init__()
         if lm is not None and not isinstance(lm, dspy.BaseLM):
-            from programs.next_occupation import resolve_lm
-
             lm = resolve_lm(lm)
         self.lm = lm
         self.weights = _check_weights(weights if weights is not None else DEFAULT_WEIGHTS)
@@ -153,8 +154,6 @@ class ReasonJudge(dspy.Module):
         self._rollout = 0
 
     def __deepcopy__(self, memo):
-        import copy
-
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
@@ -202,8 +201,6 @@ class ReasonJudge(dspy.Module):
             ``dspy.Prediction(factuality, coherence, utility, justifications, failures, oracle_score, passed)``
             (scores are int or None; ``justifications`` maps criterion -> text).
         """
-        from programs.next_occupation import neutralize_markers  # late: programs imports metrics
-
         # inputs are data: DSPy field markers inside them ([[ ## name ## ]]) are rewritten as [name]
         history, occupation = (neutralize_markers(v) if isinstance(v, str) else v for v in (history, occupation))
         reason = neutralize_markers("" if reason is None else str(reason))

@@ -32,16 +32,9 @@ from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from metrics.accuracy import evaluate_predictions
 from programs.baselines import BASELINES, make_baseline
-from programs.run_dir import (
-    ConfigError,
-    JsonlWriter,
-    RunFailed,
-    load_config,
-    make_run_dir,
-    redact,
-    write_config,
-    write_json,
-)
+from runkit.config import ConfigError, load_config
+from runkit.files import JsonlWriter, redact, write_config, write_json
+from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +81,10 @@ class EvalConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
-        from programs.run_dir import check_lm_spec
+        from lms.resolve import lm_spec
 
         for role in ("lm", "predictor_lm", "judge_lm"):
-            setattr(self, role, check_lm_spec(getattr(self, role), role))
+            setattr(self, role, lm_spec(getattr(self, role), role=role))
         if self.program not in PROGRAMS:
             raise ValueError(f"program must be one of {list(PROGRAMS)}, got {self.program!r}.")
         if self.top1 not in ("answer", "ranked"):

@@ -23,7 +23,8 @@ from typing import Any
 import dspy
 
 from careers.history import CareerHistory
-from programs.next_occupation import NextOccupation, safe_child
+from programs.manifest import safe_child
+from programs.next_occupation import NextOccupation
 from signatures import (
     GenerateReasonWithCandidates,
     PredictDirectWithCandidates,

@@ -30,238 +30,38 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import dspy
 
-from careers.history import CareerHistory, HistoryValidationError
+import lms
+from careers.history import CareerHistory, coerce_history
 from careers.onet import Match, OnetTaxonomy
+from lms.model_store import DEFAULT_SPEC, is_local_spec
+from lms.resolve import lm_model, resolve_lm, spec_string
+from programs.manifest import (
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    PROGRAM_FILE,
+    ClassOrInstanceMethod,
+    adapter_specs,
+    run_manifest,
+    safe_child,
+)
+from programs.serving import STYLES, is_served, request_config
 from signatures import GenerateReason, PredictDirect, PredictOccupation, ReasonAndPredict
 
 logger = logging.getLogger(__name__)
 
 MODES = ("two_step", "joint", "direct")
-PROGRAM_FILE = "program.json"
-MANIFEST_FILE = "nextocc.json"
-MANIFEST_FORMAT = "nextocc-program/1"
-DEFAULT_SPEC = "local:gemma-3-270m"
-
-
-# ---------------------------------------------------------------------------------------------------- LM helpers
-def _lms():
-    """The ``lms`` package, or None when it is not importable (LM-free installs, partial checkouts)."""
-    try:
-        import lms
-    except Exception as exc:  # noqa: BLE001 - any import failure means "no local engine"
-        logger.debug("lms is not available: %s", exc)
-        return None
-    return lms
-
-
-def is_local_lm(lm: Any) -> bool:
-    """Whether ``lm`` runs on the in-process local engine (False when ``lms`` is missing)."""
-    mod = _lms()
-    if mod is None or lm is None or not hasattr(mod, "is_local"):
-        return False
-    try:
-        return bool(mod.is_local(lm))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def resolve_lm(spec: Any, **load_kwargs: Any) -> dspy.BaseLM | None:
-    """Turns an LM spec into an LM: None stays None, a ``dspy.BaseLM`` is returned as is.
-
-    Args:
-        spec: None, a ``dspy.BaseLM``, a spec string (``"local:gemma-3-270m"``, ``"openai/gpt-4.1-mini"``) or a
-            dict spec (see :func:`lms.resolve_lm`).
-        **load_kwargs: Extra :func:`lms.load` options for string specs (e.g. ``constrained_fields``).
-    """
-    if spec is None or isinstance(spec, dspy.BaseLM):
-        return spec
-    mod = _lms()
-    if isinstance(spec, str):
-        if mod is not None and hasattr(mod, "load"):
-            return mod.load(spec, **load_kwargs)
-        if spec.startswith("local"):
-            raise ImportError(f"LM spec {spec!r} needs the local engine (package 'lms'), which is not importable.")
-        return dspy.LM(spec, **load_kwargs)
-    if mod is not None and hasattr(mod, "resolve_lm"):
-        return mod.resolve_lm(spec)
-    raise TypeError(f"Cannot resolve an LM from {type(spec).__name__} without the 'lms' package.")
-
-
-def lm_spec(lm: Any) -> str | None:
-    """The spec string that rebuilds ``lm`` (for manifests), or None when it cannot be told (e.g. DummyLM)."""
-    if lm is None:
-        return None
-    if isinstance(lm, str):
-        return lm
-    if isinstance(lm, dict):
-        return lm.get("model")
-    model = getattr(lm, "model", None)
-    if not isinstance(model, str):
-        return None
-    if is_local_lm(lm):
-        try:
-            from lms.local_engine import spec_for
-
-            return spec_for(model)[0]
-        except Exception:  # noqa: BLE001
-            return None
-    if type(lm) is dspy.LM:
-        return model
-    return None
 
 
 def _lm_context(lm: dspy.BaseLM | None):
     return dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------------------------------- inputs
-_MARKER_RE = re.compile(r"\[\[\s*##\s*(\w*)\s*##\s*\]\]")
-
-
-def neutralize_markers(text: str) -> str:
-    """Rewrites DSPy field markers (``[[ ## name ## ]]``) inside data as ``[name]``.
-
-    History text is data placed inside the ``history`` input field; a marker in it could otherwise look like a field
-    boundary to the LM. Nothing else is changed.
-    """
-    return _MARKER_RE.sub(lambda m: f"[{m.group(1)}]", text)
-
-
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-class HistoryTypeError(HistoryValidationError, TypeError):
-    """A history of an unsupported type (both a ``ValueError``, like every input rejection, and a ``TypeError``)."""
-
-
-def coerce_history(history: Any) -> tuple[str, CareerHistory | None]:
-    """Renders any accepted history form as prompt text (with DSPy field markers neutralized).
-
-    Args:
-        history: A :class:`~careers.history.CareerHistory`, a dict, a JSON object string, or already rendered
-            text (any other string).
-
-    Returns:
-        ``(prompt text, CareerHistory or None)``.
-
-    Raises:
-        HistoryValidationError: A dict or JSON history that fails validation, or empty or invalid text.
-        HistoryTypeError: For other types (a ``HistoryValidationError`` and a ``TypeError``).
-    """
-    career = None
-    if isinstance(history, CareerHistory):
-        career = history
-    elif isinstance(history, dict):
-        career = CareerHistory.from_dict(history)
-    elif isinstance(history, str):
-        stripped = history.strip()
-        if not stripped:
-            raise HistoryValidationError("history is empty")
-        if _SURROGATE.search(history):
-            raise HistoryValidationError("history is not valid Unicode text (it holds a lone surrogate code point)")
-        if stripped.startswith("{"):
-            try:
-                json.loads(stripped)
-            except json.JSONDecodeError:
-                return neutralize_markers(history), None  # rendered text that happens to start with a brace
-            except (ValueError, RecursionError) as exc:  # huge integers, nesting too deep
-                raise HistoryValidationError(f"history is not valid JSON ({type(exc).__name__})") from None
-            career = CareerHistory.from_dict(stripped)
-        else:
-            return neutralize_markers(history), None
-    else:
-        raise HistoryTypeError(
-            f"history must be a CareerHistory, dict, JSON string or rendered text, got {type(history).__name__}"
-        )
-    return neutralize_markers(career.to_prompt_text()), career
-
-
-def safe_child(root: Path, relative: Any) -> Path:
-    """Resolves a manifest path inside ``root``, rejecting absolute paths and traversal (``..``).
-
-    Raises:
-        ValueError: If the path is not a plain relative path that stays inside ``root``.
-    """
-    if not isinstance(relative, str) or not relative or "\x00" in relative:
-        raise ValueError(f"Manifest path must be a non-empty string, got {relative!r}")
-    rel = Path(relative)
-    if rel.is_absolute() or relative.startswith(("/", "\\")) or ".." in rel.parts or ".." in relative.split("\\"):
-        raise ValueError(f"Manifest path {relative!r} must be relative to the run directory without '..'")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ValueError(f"Manifest path {relative!r} escapes the run directory {root}")
-    return path
-
-
-def _adapter_specs(root: Path, manifest: dict) -> dict[str, str]:
-    """Student specs ``local:<base>+<run>/<stage>/adapter`` from a distill manifest's relative adapter folders."""
-    adapters, base = manifest.get("adapters"), manifest.get("base")
-    if not adapters:
-        return {}
-    if not isinstance(adapters, dict) or not isinstance(base, str) or not base.startswith("local"):
-        raise ValueError(f"{root / MANIFEST_FILE}: 'adapters' needs a local 'base' spec and step: folder entries.")
-    out = {}
-    for step, rel in adapters.items():
-        folder = safe_child(root, rel)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{root / MANIFEST_FILE}: adapter folder {folder} of step {step!r} is missing.")
-        out[str(step)] = f"{base}+{folder}"
-    return out
-
-
-def run_manifest(root: Path) -> dict[str, Any]:
-    """The manifest of a compile or distill run directory written before runs saved ``nextocc.json``.
-
-    A compile run (``program.json`` + ``config.yaml``) gives the optimized program on the teacher's spec (a
-    remote teacher's ``api_base`` is not taken from the file: pass ``lm=``); a distill run (``metrics.json`` with
-    ``students``) gives the zero-shot program on the student adapters.
-
-    Raises:
-        FileNotFoundError: When ``root`` is neither.
-    """
-    import yaml
-
-    config = root / "config.yaml"
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else {}
-    cfg = cfg if isinstance(cfg, dict) else {}
-    base = {"format": MANIFEST_FORMAT, "class": "NextOccupation", "k": 5, "top1": "answer", "data_dir": None}
-    teacher = cfg.get("teacher_lm")
-    teacher = teacher if isinstance(teacher, str) else (teacher or {}).get("model") if isinstance(teacher, dict) \
-        else None
-    if (root / PROGRAM_FILE).is_file() and "teacher_lm" in cfg:
-        return {**base, "mode": cfg.get("mode", "two_step"), "lms": {"reasoner": teacher, "predictor": teacher},
-                "program": PROGRAM_FILE, "data_dir": cfg.get("data_dir")}
-    metrics = root / "metrics.json"
-    if metrics.is_file() and "students" in (results := json.loads(metrics.read_text(encoding="utf-8"))):
-        students = results["students"] if isinstance(results["students"], dict) else {}
-        adapters = {role: f"{Path(str(spec).partition('+')[2]).parent.name}/adapter"
-                    for role, spec in students.items() if "+" in str(spec)}
-        return {**base, "mode": results.get("program_mode") or "two_step", "lms": {}, "program": None,
-                "base": results.get("base"), "adapters": adapters}
-    raise FileNotFoundError(f"{root / MANIFEST_FILE} not found: {root} is neither a directory saved by save() nor a "
-                            "compile run (program.json + config.yaml) nor a distill run (metrics.json with students).")
-
-
-class _ClassOrInstanceMethod:
-    """Descriptor: ``Cls.load(run_dir)`` builds a program; ``instance.load(path.json)`` is DSPy's state load."""
-
-    def __init__(self, class_func, instance_func):
-        self.class_func, self.instance_func = class_func, instance_func
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return functools.partial(self.class_func, objtype)
-        return functools.partial(self.instance_func, obj)
 
 
 # ---------------------------------------------------------------------------------------------------- program
@@ -301,8 +101,6 @@ class NextOccupation(dspy.Module):
         server_constraint: str = "auto",
     ):
         super().__init__()
-        from programs.serving import STYLES
-
         if server_constraint not in STYLES:
             raise ValueError(f"server_constraint must be one of {STYLES}, got {server_constraint!r}")
         self.server_constraint = server_constraint
@@ -319,18 +117,16 @@ class NextOccupation(dspy.Module):
         self._taxonomy = taxonomy
         reasoner_spec = reasoner_lm if reasoner_lm is not None else lm
         predictor_spec = predictor_lm if predictor_lm is not None else lm
-        self.lm_specs = {"reasoner": lm_spec(reasoner_spec), "predictor": lm_spec(predictor_spec)}
+        self.lm_specs = {"reasoner": spec_string(reasoner_spec), "predictor": spec_string(predictor_spec)}
         self.reasoner_lm = self._resolve_step_lm(reasoner_spec)
         same = isinstance(predictor_spec, str) and predictor_spec == reasoner_spec
         self.predictor_lm = self.reasoner_lm if same else self._resolve_step_lm(predictor_spec)
         self._build_predictors()
 
     def _resolve_step_lm(self, spec: Any) -> dspy.BaseLM | None:
-        # A local spec string gets its occupation output constrained to the official titles (exact ranking too).
-        if isinstance(spec, str) and spec.startswith("local"):
+        # A local spec gets its occupation output constrained to the official titles (exact ranking too).
+        if isinstance(spec, (str, dict)) and is_local_spec(lm_model(spec)):
             return resolve_lm(spec, constrained_fields={"occupation": self.taxonomy.titles})
-        if isinstance(spec, dict) and str(spec.get("model", "")).startswith("local"):
-            spec = {"constrained_fields": {"occupation": self.taxonomy.titles}, **spec}
         return resolve_lm(spec)
 
     def _build_predictors(self) -> None:
@@ -421,8 +217,6 @@ class NextOccupation(dspy.Module):
 
     def _server_config(self) -> dict[str, Any]:
         """``{"config": {"extra_body": ...}}`` constraining a served predictor's occupation to the titles, else {}."""
-        from programs.serving import is_served, request_config
-
         lm = self.predictor_lm or dspy.settings.lm
         if self.server_constraint == "off" or not is_served(lm):
             return {}
@@ -444,7 +238,7 @@ class NextOccupation(dspy.Module):
             logger.warning("Occupation answer %r matches no O*NET-SOC 2019 title; kept as text (scored as a miss).",
                            raw)
         lm = self.predictor_lm or dspy.settings.lm
-        constraint = "local" if is_local_lm(lm) else "server" if self._server_config() else "none"
+        constraint = "local" if lms.is_local(lm) else "server" if self._server_config() else "none"
         return dspy.Prediction(occupation=occupation, onet_code=code, ranked=local or self._rank_text(raw),
                                matched=matched, raw_occupation=raw, method=method,
                                ranking="exact" if local else "text", constraint=constraint)
@@ -457,11 +251,9 @@ class NextOccupation(dspy.Module):
     def _rank_local(self, inputs: dict, prefix: dict | None) -> list[tuple[str, float]]:
         """Exact top-k ranking of the titles by the predictor's local LM; [] when not local or not constrained."""
         lm = self.predictor_lm or dspy.settings.lm
-        if not is_local_lm(lm):
+        if not lms.is_local(lm):
             return []
         try:
-            import lms
-
             messages = dspy.ChatAdapter().format(self.predictor.signature, self.predictor.demos, inputs)
             ranked = lms.rank_options(lm, messages, "occupation", self.k, prefix_fields=prefix)
         except Exception as exc:  # noqa: BLE001 - ranking is an extra; fall back to the text answer
@@ -558,7 +350,7 @@ class NextOccupation(dspy.Module):
         # spec strings only (what save() writes): a dict could smuggle an api_base that receives the user's API key
         if not isinstance(specs, dict) or any(v is not None and not isinstance(v, str) for v in specs.values()):
             raise ValueError(f"{man_path}: 'lms' must map steps to LM spec strings; pass lm= to load() instead.")
-        specs = {**specs, **_adapter_specs(root, manifest)}
+        specs = {**specs, **adapter_specs(root, manifest)}
         if data_dir is None and taxonomy is None:
             saved = manifest.get("data_dir")
             if isinstance(saved, str) and Path(saved).is_absolute() and Path(saved).is_dir():
@@ -579,4 +371,4 @@ class NextOccupation(dspy.Module):
             dspy.Module.load(prog, state_path)
         return prog
 
-    load = _ClassOrInstanceMethod(_load_run_dir.__func__, dspy.Module.load)
+    load = ClassOrInstanceMethod(_load_run_dir.__func__, dspy.Module.load)

@@ -32,7 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from programs.run_dir import ConfigError, JsonlWriter, load_config, make_run_dir, read_jsonl, write_config, write_json
+from runkit.config import ConfigError, load_config
+from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
+from runkit.run_dir import make_run_dir
 
 logger = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ def test_export_is_byte_equal_to_the_programs_live_request(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failing_teacher_is_recorded_and_max_errors_stops(tmp_path):
-    from programs.run_dir import RunFailed
+    from runkit.run_dir import RunFailed
     from tests.helpers.faulty_engine import faulty_lm
 
     teacher = faulty_lm(scripted_lm(), fail=1.0)
@@ -124,7 +124,7 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
 def test_per_role_lm_specs_from_yaml_and_flags(tmp_path):
     from compile.config import OptimizeConfig
     from compile.optimize import _lm_spec
-    from programs.run_dir import load_config
+    from runkit.config import load_config
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("teacher_lm: {model: hosted_vllm/qwen, api_base: 'http://gpu:8000/v1', temperature: 0.8}\n"
@@ -142,7 +142,7 @@ def test_per_role_lm_specs_from_yaml_and_flags(tmp_path):
 
 def test_study_takes_lm_flags(tmp_path):
     from compile.study import CompileStudyConfig, base_compile_config
-    from programs.run_dir import load_config
+    from runkit.config import load_config
 
     study = load_config(CompileStudyConfig, ["--teacher_lm", "{model: hosted_vllm/t, api_base: http://h:8000/v1}",
                                              "--judge_lm", "openai/gpt-4.1-mini"])
@@ -159,7 +159,7 @@ def test_example_ids_used_for_resume_are_per_transition():
 
 @pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
 def test_failed_candidates_are_retried_on_resume(tmp_path):
-    from programs.run_dir import RunFailed
+    from runkit.run_dir import RunFailed
     from tests.helpers.faulty_engine import faulty_lm
 
     cfg = config(tmp_path, optimizer="none", n_dev=0, n_test=0, retries=0, max_errors=10)

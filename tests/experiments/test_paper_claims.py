@@ -25,7 +25,8 @@ from experiments.tables import (
     scores_from_records,
     verdict,
 )
-from programs.run_dir import ConfigError, load_config, read_jsonl
+from runkit.config import ConfigError, load_config
+from runkit.files import read_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JUDGE_AND_PROGRAM_ANSWERS = {

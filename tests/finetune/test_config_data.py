@@ -90,8 +90,7 @@ def test_export_matches_dspy_bootstrap_finetune_format():
 
 
 def test_every_trl_field_works_as_flag_and_yaml_key(tmp_path, compile_run):
-    from finetune.artifacts import dpo_kwargs
-    from finetune.trainer import build_sft_config
+    from finetune.trainer import build_sft_config, dpo_kwargs
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"from_run: {compile_run}\noptim: adafactor\nhub_model_id: me/student\ndpo_loss_type: [ipo]\n")

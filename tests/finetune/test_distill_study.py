@@ -132,7 +132,7 @@ def test_direct_mode_trains_the_no_reason_ablation(compile_run, tiny_model_dir, 
 
 
 def test_half_written_checkpoint_is_skipped(tmp_path):
-    from finetune.trainer import latest_checkpoint
+    from finetune.model_loading import latest_checkpoint
 
     for step, complete in ((2, True), (4, True), (6, False)):
         ckpt = tmp_path / f"checkpoint-{step}"

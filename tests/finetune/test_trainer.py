@@ -8,9 +8,9 @@ import pytest
 import torch
 from ft_helpers import dpo_rows, sft_rows
 
-from finetune.artifacts import train_dpo
 from finetune.config import DistillConfig
-from finetune.trainer import build_sft_config, load_model_and_tokenizer, make_sft_trainer, train_sft
+from finetune.model_loading import load_model_and_tokenizer
+from finetune.trainer import build_sft_config, make_sft_trainer, train_dpo, train_sft
 
 
 def _config(**kw) -> DistillConfig:
@@ -119,7 +119,7 @@ def test_dpo_runs_a_step(tiny_model_dir, tmp_path):
 
 
 def test_shared_prefix_forward_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_path):
-    from finetune.trainer import shared_prefix_len
+    from finetune.completion_head import shared_prefix_len
 
     model, tok = load_model_and_tokenizer(tiny_model_dir)
     trainer, _ = make_sft_trainer(model, tok, sft_rows(8), [], _config(bf16=False, per_device_train_batch_size=4),

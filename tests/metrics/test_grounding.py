@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import types
 
 import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
+import metrics.grounding as grounding
 from metrics.grounding import grounding_check, likelihood_utility
 from signatures import PredictOccupation, ReasonAndPredict
 
@@ -72,7 +72,7 @@ def test_likelihood_utility_local_glue(monkeypatch):
         calls.append((messages, field, option, prefix_fields))
         return -1.25
 
-    monkeypatch.setitem(sys.modules, "lms", types.SimpleNamespace(is_local=lambda lm: True,
+    monkeypatch.setattr(grounding, "lms", types.SimpleNamespace(is_local=lambda lm: True,
                                                                   option_logprob=option_logprob))
     assert likelihood_utility(object(), HISTORY, "reason text", "Registered Nurses") == -1.25
     messages, field, option, prefix = calls[0]
@@ -86,6 +86,6 @@ def test_likelihood_utility_engine_error_is_none(monkeypatch):
     def option_logprob(*args, **kwargs):
         raise ValueError("no closed option list")
 
-    monkeypatch.setitem(sys.modules, "lms", types.SimpleNamespace(is_local=lambda lm: True,
+    monkeypatch.setattr(grounding, "lms", types.SimpleNamespace(is_local=lambda lm: True,
                                                                   option_logprob=option_logprob))
     assert likelihood_utility(object(), HISTORY, "r", "Registered Nurses") is None

@@ -13,16 +13,9 @@ import yaml
 from careers.history import CareerHistory
 from careers.splits import DatasetSplits
 from programs.evaluate import EvalConfig, main, results_table, run_evaluation
-from programs.run_dir import (
-    ConfigError,
-    JsonlWriter,
-    load_config,
-    make_run_dir,
-    read_jsonl,
-    redact,
-    write_config,
-    write_json,
-)
+from runkit.config import ConfigError, load_config
+from runkit.files import JsonlWriter, read_jsonl, redact, write_config, write_json
+from runkit.run_dir import make_run_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 A, B, C, D = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"
@@ -196,7 +189,7 @@ def test_load_config_errors(tmp_path):
 
 
 def test_jsonl_writer_drops_interrupted_line_before_appending(tmp_path):
-    from programs.run_dir import JsonlWriter, read_jsonl
+    from runkit.files import JsonlWriter, read_jsonl
 
     path = tmp_path / "c.jsonl"
     path.write_text('{"a": 1}\n{"a": 2')  # killed mid-write

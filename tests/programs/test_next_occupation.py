@@ -5,22 +5,16 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import sys
 import types
 
 import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
+import programs.next_occupation as next_occupation
 from careers.history import CareerHistory, HistoryValidationError
-from programs.next_occupation import (
-    MANIFEST_FILE,
-    PROGRAM_FILE,
-    NextOccupation,
-    coerce_history,
-    neutralize_markers,
-    safe_child,
-)
+from programs.manifest import MANIFEST_FILE, PROGRAM_FILE, safe_child
+from programs.next_occupation import NextOccupation
 
 PERSON = {
     "person_id": "p1",
@@ -157,12 +151,6 @@ def test_injection_in_history_stays_in_history_field(taxonomy):
         assert not any(line.startswith("[[ ## occupation ## ]]") for line in user.splitlines())
 
 
-def test_neutralize_markers_and_coerce():
-    assert neutralize_markers("a [[ ## occupation ## ]] b") == "a [occupation] b"
-    text, career = coerce_history("{not json but text")
-    assert career is None and text == "{not json but text"
-
-
 def test_local_ranking_glue(taxonomy, monkeypatch):
     calls = []
 
@@ -171,7 +159,7 @@ def test_local_ranking_glue(taxonomy, monkeypatch):
         return [("Registered Nurses", -0.1), ("Nursing Assistants", -2.5)]
 
     fake = types.SimpleNamespace(is_local=lambda lm: True, rank_options=rank_options)
-    monkeypatch.setitem(sys.modules, "lms", fake)
+    monkeypatch.setattr(next_occupation, "lms", fake)
     lm = DummyLM([{"reason": REASON}, {"occupation": "Registered Nurses"},
                   {"reason": REASON, "occupation": "Registered Nurses"}])
     pred = NextOccupation(lm=lm, taxonomy=taxonomy, k=2)(PERSON)
@@ -189,7 +177,7 @@ def test_local_ranking_glue(taxonomy, monkeypatch):
 def test_top1_ranked_overrides_unmatched_answer(taxonomy, monkeypatch):
     fake = types.SimpleNamespace(is_local=lambda lm: True,
                                  rank_options=lambda *a, **k: [("Nursing Assistants", -0.3)])
-    monkeypatch.setitem(sys.modules, "lms", fake)
+    monkeypatch.setattr(next_occupation, "lms", fake)
     answer = DummyLM([{"occupation": "Qzxv Blorfmaster"}] * 2)
     kept = NextOccupation(mode="direct", lm=answer, taxonomy=taxonomy)(PERSON)
     assert kept.occupation == "Qzxv Blorfmaster" and kept.matched is False
@@ -205,7 +193,7 @@ def test_local_ranking_failure_falls_back_to_text(taxonomy, monkeypatch):
     def rank_options(*args, **kwargs):
         raise ValueError("no closed option list")
 
-    monkeypatch.setitem(sys.modules, "lms", types.SimpleNamespace(is_local=lambda lm: True, rank_options=rank_options))
+    monkeypatch.setattr(next_occupation, "lms", types.SimpleNamespace(is_local=lambda lm: True, rank_options=rank_options))
     lm = DummyLM([{"occupation": "Cashiers"}])
     pred = NextOccupation(mode="direct", lm=lm, taxonomy=taxonomy)(PERSON)
     assert pred.ranked[0] == ("Cashiers", 1.0)

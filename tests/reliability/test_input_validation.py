@@ -14,9 +14,9 @@ import logging
 import pytest
 from rel_helpers import scripted_lm
 
-from careers.history import CareerHistory, HistoryValidationError
+from careers.history import CareerHistory, HistoryTypeError, HistoryValidationError
 from careers.user_data import load_user_data, read_user_histories
-from programs.next_occupation import HistoryTypeError, NextOccupation
+from programs.next_occupation import NextOccupation
 
 NEXT_YEAR = dt.date.today().year + 1
 BIG = "x" * 100_000

@@ -12,9 +12,9 @@ import dspy
 import pytest
 from rel_helpers import scripted_lm
 
-from careers.history import CareerHistory
+from careers.history import CareerHistory, coerce_history
 from metrics.judge import ReasonJudge
-from programs.next_occupation import NextOccupation, coerce_history
+from programs.next_occupation import NextOccupation
 from signatures import candidates as cand_sigs
 from signatures.judges import JudgeCoherence, JudgeFactuality, JudgeUtility
 from signatures.rationalize import GenerateReasonFromGold

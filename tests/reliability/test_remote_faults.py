@@ -165,7 +165,7 @@ def test_evaluate_429_with_retry_after_is_honoured_and_counted(stub_server, tmp_
 
 def test_slow_server_times_out_and_is_counted(stub_server, tmp_path):  # noqa: F811
     from programs.evaluate import EvalConfig, run_evaluation
-    from programs.run_dir import RunFailed
+    from runkit.run_dir import RunFailed
 
     stub_server.mode, stub_server.slow_seconds = "slow", 2.0
     lm = dspy.LM("openai/stub", api_base=stub_server.url, timeout=0.3, num_retries=1, cache=False)
@@ -188,7 +188,7 @@ def test_missing_api_key_fails_fast_with_the_reason(stub_server, tmp_path, capsy
 
 def test_malformed_judge_replies_exit_1_in_evaluate(stub_server, tmp_path, capsys):  # noqa: F811
     from programs.evaluate import EvalConfig, run_evaluation
-    from programs.run_dir import RunFailed
+    from runkit.run_dir import RunFailed
     from tests.reliability.rel_helpers import scripted_lm
 
     stub_server.mode = "malformed"

@@ -18,7 +18,7 @@ from careers.history import CareerHistory
 from programs.baselines import load_baseline, make_baseline
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
-from programs.run_dir import make_run_dir
+from runkit.run_dir import make_run_dir
 
 
 class _Evil:

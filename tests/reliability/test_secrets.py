@@ -18,7 +18,8 @@ import yaml
 from rel_helpers import DATA, HAVE_DATA, scripted_lm
 
 from programs.next_occupation import NextOccupation
-from programs.run_dir import ConfigError, load_config, redact, write_config
+from runkit.config import ConfigError, load_config
+from runkit.files import redact, write_config
 
 FAKE = "sk-test-FAKEKEY123"
 NEEDLES = (FAKE, "FAKEKEY123", FAKE.encode().hex())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from programs.provenance import write_provenance
-from programs.run_dir import make_run_dir
+from runkit.provenance import write_provenance
+from runkit.run_dir import make_run_dir
 
 
 def test_every_run_dir_gets_provenance_and_updates_keep_lm_usage(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """``provenance.json`` of a run directory: code version, packages, machine, dtype and LM usage per role.
 
-:func:`write_provenance` is called by :func:`programs.run_dir.make_run_dir` when a run directory is created and
+:func:`write_provenance` is called by :func:`runkit.run_dir.make_run_dir` when a run directory is created and
 again by a CLI at the end of its run with what only the run knows (``lm_usage`` per role, the compute ``dtype``);
 later calls update the file, so an aborted run still holds what was known when it started.
 """
@@ -18,6 +18,9 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from lms.hardware import machine_info, resolve_dtype
+from runkit.files import REDACTED, is_secret_key, redact, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ def package_versions() -> dict[str, str | None]:
 
 def _machine() -> dict[str, Any]:
     try:
-        from lms.hardware import machine_info
-
         return machine_info()
     except Exception as exc:  # noqa: BLE001 - provenance never fails a run
         logger.debug("machine_info unavailable: %s", exc)
@@ -72,8 +73,6 @@ def _machine() -> dict[str, Any]:
 
 def _default_dtype(machine: dict[str, Any]) -> str | None:
     try:
-        from lms.hardware import resolve_dtype
-
         return resolve_dtype(None, "cuda" if machine.get("gpu") else "cpu")
     except Exception as exc:  # noqa: BLE001
         logger.debug("resolve_dtype unavailable: %s", exc)
@@ -82,8 +81,6 @@ def _default_dtype(machine: dict[str, Any]) -> str | None:
 
 def _command() -> list[str] | None:
     """``sys.argv`` with the value after a secret-named flag (``--api_key``, ``--hf_token``) redacted."""
-    from programs.run_dir import REDACTED, is_secret_key
-
     if not sys.argv or not sys.argv[0]:
         return None
     out, hide = [Path(sys.argv[0]).name], False
@@ -138,8 +135,6 @@ def write_provenance(run_dir: str | os.PathLike, *, dtype: str | None = None, lm
     Returns:
         The path written.
     """
-    from programs.run_dir import redact, write_json
-
     path = Path(run_dir) / PROVENANCE_FILE
     previous: dict[str, Any] = {}
     if path.is_file():
