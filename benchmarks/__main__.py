@@ -7,9 +7,8 @@
 
 Every ratio is measured within this invocation (baseline and contender run back to back on the same machine and
 data). Peak memory: peak RSS per variant (training: per process; LM: the benchmark process, cumulative over the
-variants as ``lm_throughput`` measures it) and, on CUDA, the peak allocated GPU memory. Both benchmarks are imported
-lazily and defensively: one that is missing or fails becomes an "unavailable" row with the reason, the other still
-runs. Run it under ``flock /tmp/nextocc_heavy.lock`` on shared machines; ``--quick`` uses small sizes (a few
+variants as ``lm_throughput`` measures it) and, on CUDA, the peak allocated GPU memory. A benchmark that fails
+becomes an "unavailable" row with the reason, the other still runs. Run it under ``flock /tmp/nextocc_heavy.lock`` on shared machines; ``--quick`` uses small sizes (a few
 minutes on a laptop CPU). ``--json PATH`` also writes the raw results.
 """
 
@@ -66,7 +65,7 @@ def measure_lm(*, n: int, threads: int, new_tokens: int, spec: str = "local:gemm
         ``tok_per_s`` (decode tokens/s at batch 32), ``pred_per_s`` (two-step predictions/s for the engine),
         ``wall_s`` and ``peak_rss_mb``.
     """
-    from benchmarks import lm_throughput
+    from benchmarks import lm_throughput  # deferred: torch/transformers, after main() sets the offline defaults
 
     start = time.perf_counter()
     result = lm_throughput.run(n=n, new_tokens=new_tokens, threads=threads, model=spec)
@@ -82,26 +81,16 @@ def measure_lm(*, n: int, threads: int, new_tokens: int, spec: str = "local:gemm
 def measure_train(*, steps: int, batch: int, max_length: int, base: str = "local:gemma-3-270m",
                   variants: Sequence[str] = ("plain", "fast"), out_dir: str = "runs/benchmark",
                   data: str | None = None) -> dict[str, Any]:
-    """Runs :func:`finetune.benchmark.run_benchmark` (each variant in its own process) on demo SFT rows (or ``data``).
+    """Runs :func:`finetune.benchmark.benchmark_training` (each variant in its own process) on demo SFT rows (or
+    ``data``).
 
     Returns:
         Its result: ``{"variants": {name: {"tokens_per_s", "s_per_step", "peak_rss_mb", ...}}, "ratio_fast_vs_plain"}``.
     """
-    from finetune import benchmark as fb
-    from finetune.config import DistillConfig
-    from finetune.data import read_rows
-    from finetune.distill import resolve_base
+    from finetune import benchmark as fb  # deferred: torch/transformers, after main() sets the offline defaults
 
-    if data:
-        rows = read_rows(data)
-    else:
-        from finetune.demo_data import export_demo_run
-
-        export_demo_run(Path(out_dir) / "data", n=48)
-        rows = read_rows(Path(out_dir) / "data" / "sft_reason.jsonl")
-    folder, _ = resolve_base(base)
-    config = DistillConfig(joint_file="-", per_device_train_batch_size=batch, max_length=max_length)
-    return fb.run_benchmark(folder, rows, config, steps, list(variants), out_dir)
+    return fb.benchmark_training(base, data, steps=steps, batch=batch, max_length=max_length, variants=variants,
+                                 out_dir=out_dir)
 
 
 # ---------------------------------------------------------------------- table

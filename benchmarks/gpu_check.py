@@ -18,6 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from careers.onet import OnetTaxonomy
+from finetune.config import DistillConfig
+from finetune.data import read_rows
+from finetune.demo_data import export_demo_run
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -26,9 +31,7 @@ def train_steps(steps: int, out_dir: Path) -> dict[str, Any]:
     """A few LoRA SFT steps of the default (fast) path on the GPU, on demo prompt/completion rows."""
     import torch
 
-    from finetune.config import DistillConfig
-    from finetune.data import read_rows
-    from finetune.demo_data import export_demo_run
+    # deferred: these load transformers, after the offline defaults above are set
     from finetune.model_loading import load_model_and_tokenizer
     from finetune.trainer import make_sft_trainer
     from lms.model_store import embedded_model_dir
@@ -61,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA GPU here; run it on a machine with one", file=sys.stderr)
         return 2
+    # deferred: these load transformers, after the offline defaults above are set
     from benchmarks.lm_throughput import decode_speeds, dev_histories, floor_tok_s, program_speed
-    from careers.onet import OnetTaxonomy
     from lms import load
     from lms.hardware import gpu_info
+    from lms.model_store import DEFAULT_SPEC
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lm = load("local:gemma-3-270m", device="cuda", constrained_fields={"occupation": OnetTaxonomy.load().titles},
+    lm = load(DEFAULT_SPEC, device="cuda", constrained_fields={"occupation": OnetTaxonomy.load().titles},
               cache=False, max_batch_size=32)
     loaded = lm._engine_spec.loaded(lm.model)
     examples = dev_histories(args.n)

@@ -34,10 +34,14 @@ import dspy  # noqa: E402
 import torch  # noqa: E402
 
 import lms  # noqa: E402
+from careers.datasets import load_dataset  # noqa: E402
+from careers.onet import OnetTaxonomy  # noqa: E402
+from careers.splits import sample_per_person  # noqa: E402
 from lms.chat_template import render_prompt  # noqa: E402
 from lms.constrained import rank_beam, rank_trie  # noqa: E402
-from lms.generation import Segment, generate_segments  # noqa: E402
+from lms.generation import Segment, encode_ids, generate_segments, prefill  # noqa: E402
 from lms.hardware import cpu_info, gpu_info, matmul_gflops  # noqa: E402
+from programs import NextOccupation  # noqa: E402
 
 logger = logging.getLogger(__name__)
 BATCHES = (1, 8, 32)
@@ -124,16 +128,11 @@ def decode_speeds(loaded: Any, histories: list[str], new_tokens: int,
 
 def dev_histories(n: int, seed: int = 0) -> list[Any]:
     """``n`` NLSY79 dev examples, one per person, seeded."""
-    from careers.datasets import load_dataset
-    from careers.splits import sample_per_person
-
     return sample_per_person(load_dataset("nlsy79", seed=seed).dev, n, seed)
 
 
 def _prefill(loaded: Any, prompts: list[list[int]], prefix_cache: Any) -> None:
     """The prompts' prefill alone (what decoding the answer costs before its first token), as the beam does it."""
-    from lms.generation import encode_ids, prefill
-
     model = loaded.model
     with torch.inference_mode():
         enc, cache = encode_ids(model, prompts, loaded.tokenizer.pad_token_id, True, prefix_cache)
@@ -144,8 +143,6 @@ def _prefill(loaded: Any, prompts: list[list[int]], prefix_cache: Any) -> None:
 def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -> dict[str, Any]:
     """Beam ranking time per prediction (16 prompts at once) and, for ``agreement`` prompts, agreement with the
     exact search."""
-    from programs import NextOccupation
-
     engine = lm._engine_spec
     program = NextOccupation("direct", lm=lm)
     loaded = engine.loaded(lm.model)
@@ -197,8 +194,6 @@ def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -
 
 def program_speed(lm: dspy.LM, examples: list[Any], threads: int) -> dict[str, float]:
     """Predictions/s of the two-step and joint programs over the examples (``threads`` concurrent calls)."""
-    from programs import NextOccupation
-
     out = {}
     for mode in ("two_step", "joint"):
         program = NextOccupation(mode, lm=lm)
@@ -239,8 +234,6 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
 
 
 def _titles() -> list[str]:
-    from careers.onet import OnetTaxonomy
-
     return OnetTaxonomy.load().titles
 
 

@@ -32,7 +32,7 @@ import dspy
 import numpy as np
 
 from careers.history import CareerHistory
-from careers.synthetic import SyntheticCareerGenerator
+from careers.synthetic import SyntheticCareerGenerator, _codes_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,6 @@ class MotiveCareerGenerator(SyntheticCareerGenerator):
 
     def next_distribution(self, history: Any, motive: str | None = None) -> dict[str, float]:
         """The exact next-occupation law given the history (motive marginalized), or given ``motive`` too."""
-        from careers.synthetic import _codes_of
-
         codes = _codes_of(history)
         if codes[-1] not in self._moves:
             raise ValueError(f"occupation {codes[-1]!r} is not in the generator's state space")

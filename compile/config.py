@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lms.resolve import lm_spec
+
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
 # which optimizer reads which flag; a non-default value for an optimizer that would ignore it is rejected
@@ -69,8 +71,6 @@ class OptimizeConfig:
     run_name: str | None = field(default=None, metadata={"help": "Run directory name; re-using it resumes the run."})
 
     def __post_init__(self):
-        from lms.resolve import lm_spec
-
         self.teacher_lm = lm_spec(self.teacher_lm, role="teacher_lm")
         self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
         self.predictor_lm = lm_spec(self.predictor_lm, role="predictor_lm")

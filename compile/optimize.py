@@ -29,16 +29,18 @@ from typing import Any
 
 import dspy
 
+from careers.datasets import load_splits
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from careers.transitions import TransitionStats
-from compile.candidates import CandidateSteps, TooManyErrors, generate_candidates, one_line
+from compile.candidates import CandidateSteps, TooManyErrors, example_id, generate_candidates, one_line
 from compile.config import OptimizeConfig
 from compile.export import export_traces
 from compile.optimizers import build_optimizer, compile_program, describe_changes
 from compile.report import write_data_card, write_failure_report, write_report
-from compile.selection import SelectionRule, dpo_pairs, score_summary, select_oracles
-from lms import is_local, usage
+from compile.selection import SelectionRule, dpo_pairs, latest_records, score_summary, select_oracles
+from lms import DEFAULT_SPEC, is_local, usage
+from lms.model_store import embedded_model_dir
 from lms.resolve import lm_spec, resolve_lm
 from metrics.grounding import grounding_check, likelihood_utility
 from metrics.heuristic_judge import HeuristicJudge, TitleIndex, gold_supported, implied_occupations
@@ -48,7 +50,8 @@ from programs.evidence_teacher import EvidenceTeacher
 from programs.manifest import MANIFEST_FILE
 from programs.next_occupation import NextOccupation
 from programs.scoring import score_program
-from runkit.config import ConfigError, load_config
+from runkit.cli import print_error, run_cli
+from runkit.config import load_config
 from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
 from runkit.provenance import write_provenance
 from runkit.run_dir import RunFailed, make_run_dir
@@ -59,16 +62,8 @@ logger = logging.getLogger(__name__)
 
 def compile_data(config: OptimizeConfig) -> tuple[Any, list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
     """The dataset splits and the train/dev/test examples of a compile run (seeded per-person samples)."""
-    from careers.datasets import load_dataset
-
-    kwargs: dict[str, Any] = {}
-    if config.dataset == "synthetic":
-        kwargs["n_persons"] = config.synthetic_persons
-        if config.motives:
-            kwargs["motives"] = True
-    elif config.motives:
-        raise ValueError(f"motives: true needs dataset: synthetic (got {config.dataset!r}).")
-    splits = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed, **kwargs)
+    splits = load_splits(config.dataset, config.data_dir, config.seed, synthetic_persons=config.synthetic_persons,
+                         motives=config.motives)
     return (splits, sample_per_person(splits.train, config.n_train, config.seed),
             sample_per_person(splits.dev, config.n_dev, config.seed + 1),
             sample_per_person(splits.test, config.n_test, config.seed + 2))
@@ -88,16 +83,7 @@ def program_lm_spec(config: OptimizeConfig) -> str:
     """The LM spec of the program's steps: ``predictor_lm``, else the teacher's LM (Gemma for the evidence teacher)."""
     if config.predictor_lm:
         return config.predictor_lm
-    return DEFAULT_PROGRAM_LM if config.evidence_teacher else config.teacher_lm
-
-
-DEFAULT_PROGRAM_LM = "local:gemma-3-270m"
-
-
-def _lm_spec(spec: Any, config: OptimizeConfig, role: str = "lm") -> Any:
-    """A role's spec with the run's defaults (``--api_base``, ``--max_tokens``) for remote models."""
-
-    return lm_spec(spec, role=role, api_base=config.api_base, max_tokens=config.max_tokens)
+    return DEFAULT_SPEC if config.evidence_teacher else config.teacher_lm
 
 
 def _abs_dir(path: str | None) -> str | None:
@@ -158,8 +144,9 @@ def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transitio
             logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
         return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,
                               predictor_lm=likelihood_lm)
-    return ReasonJudge(judge_lm or _lm_spec(config.judge_lm, config, "judge_lm"), weights=config.weights,
-                       thresholds=config.thresholds, retries=1)
+    judge_lm = judge_lm or lm_spec(config.judge_lm, role="judge_lm", api_base=config.api_base,
+                                   max_tokens=config.max_tokens)
+    return ReasonJudge(judge_lm, weights=config.weights, thresholds=config.thresholds, retries=1)
 
 
 def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: TransitionStats | None,
@@ -170,7 +157,8 @@ def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transit
     if not config.evidence_teacher:
         return None
     rewrite = config.teacher_lm.partition("+")[2] or None
-    rewrite_lm = resolve_lm(_lm_spec(rewrite, config, "teacher_lm")) if rewrite else None
+    rewrite_lm = resolve_lm(lm_spec(rewrite, role="teacher_lm", api_base=config.api_base,
+                                    max_tokens=config.max_tokens))
     return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm,
                            tokenizer=load_tokenizer(config.student_tokenizer))
 
@@ -186,8 +174,6 @@ def load_tokenizer(spec: str | None) -> Any:
     from tokenizers import Tokenizer
 
     if spec == "embedded":
-        from lms.model_store import embedded_model_dir
-
         path = Path(embedded_model_dir()) / "tokenizer.json"
     else:
         path = Path(spec)
@@ -199,8 +185,6 @@ def load_tokenizer(spec: str | None) -> Any:
 
 def offline_summary(candidates: list[dict], oracles: dict[str, dict], summary: dict) -> dict:
     """``judge_histograms``, ``grounding_pass_rate`` and ``oracle_gold_support_rate`` of a run."""
-    from compile.selection import latest_records
-
     made = [c for c in latest_records(candidates) if not c.get("error") and c.get("signals")]
     grounded = [c for c in made if c["signals"].get("grounding") == 1.0]
     supported = [o for o in oracles.values() if (o.get("signals") or {}).get("gold_supported")]
@@ -219,8 +203,6 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
 
 
 def _with_oracle_reasons(train: list[dspy.Example], oracles: dict[str, dict]) -> list[dspy.Example]:
-    from compile.candidates import example_id
-
     out = []
     for ex in train:
         oracle = oracles.get(example_id(ex))
@@ -293,8 +275,8 @@ def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, tea
         stats = getattr(teacher, "stats", None) or training_statistics(splits)
         stats.save(run_dir / "transitions.json")
     teacher = build_teacher(config, taxonomy, stats, teacher)
-    lm_for_program = teacher_lm if teacher_lm is not None else _lm_spec(program_lm_spec(config), config,
-                                                                        "predictor_lm")
+    lm_for_program = teacher_lm if teacher_lm is not None else lm_spec(
+        program_lm_spec(config), role="predictor_lm", api_base=config.api_base, max_tokens=config.max_tokens)
     program = NextOccupation(mode="two_step", lm=lm_for_program, taxonomy=taxonomy)
     judge = build_judge(config, taxonomy, stats, judge_lm, program.predictor_lm)
     tracker.register(program.reasoner_lm, "predictor" if teacher is not None else "teacher")
@@ -402,27 +384,25 @@ def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, tea
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    try:
-        config = load_config(OptimizeConfig, argv, description=__doc__.split("\n\n")[0])
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        results = run_optimize(config)
-    except (TooManyErrors, RunFailed, ValueError, FileNotFoundError) as exc:
-        sys.stdout.flush()
-        print(f"error: {one_line(str(exc), 2000)}", file=sys.stderr)
+
+    def report(results: dict[str, Any]) -> int:
+        print(Path(results["run_dir"], "report.md").read_text(encoding="utf-8"))
+        totals = {k: sum(u[k] for u in results["lm_usage"].values()) for k in ("requests", "retries", "errors")}
+        if totals["errors"] or totals["retries"]:
+            print(f"warning: {totals['errors']} LM calls failed and {totals['retries']} were retried "
+                  "(see lm_usage in report.md).", file=sys.stderr)
+        return 0
+
+    def on_error(exc: BaseException) -> int:
+        if isinstance(exc, KeyboardInterrupt):
+            print_error("interrupted; finished candidates are kept and a re-run resumes.")
+            return 130
+        print_error(one_line(str(exc), 2000))
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; finished candidates are kept and a re-run resumes.", file=sys.stderr)
-        return 130
-    print(Path(results["run_dir"], "report.md").read_text(encoding="utf-8"))
-    usage_totals = {k: sum(u[k] for u in results["lm_usage"].values()) for k in ("requests", "retries", "errors")}
-    if usage_totals["errors"] or usage_totals["retries"]:
-        print(f"warning: {usage_totals['errors']} LM calls failed and {usage_totals['retries']} were retried "
-              "(see lm_usage in report.md).", file=sys.stderr)
-    return 0
+
+    return run_cli(lambda: load_config(OptimizeConfig, argv, description=__doc__.split("\n\n")[0]), run_optimize,
+                   report, errors=(TooManyErrors, RunFailed, ValueError, FileNotFoundError, KeyboardInterrupt),
+                   on_error=on_error)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ score (``--metric``, default AccRM; maximized). The pruner (``MedianPruner``) is
 trial, the share of training examples that obtained an oracle reason after the candidates phase, so trials whose
 thresholds leave almost no oracle reasons stop before the expensive optimization phase.
 
-Sampler, storage, resume and outputs are those of :mod:`finetune.study`: ``TPESampler`` (``constant_liar``; a
+Sampler, storage, resume and outputs are those of :mod:`runkit.study` (as in ``finetune.study``): ``TPESampler`` (``constant_liar``; a
 resumed worker's seed derived from ``--seed`` and the stored trials, so no configuration is repeated), any
 SQLAlchemy URL or ``journal:PATH`` (default ``sqlite:///<study_dir>/study.db``; ``load_if_exists`` so a re-run
 continues the study; RUNNING trials of a killed worker are failed and their directories get ``TRIAL_FAILED``),
@@ -23,7 +23,6 @@ continues the study; RUNNING trials of a killed worker are failed and their dire
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -31,14 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compile.config import OptimizeConfig
-from runkit.config import ConfigError, load_config
+from compile.config import OPTIMIZER_FLAGS, OptimizeConfig
+from compile.optimize import run_optimize
+from lms.resolve import lm_spec
+from runkit.cli import run_cli
+from runkit.config import load_config
+from runkit.study import StudyOptions, open_study, optimize_until, report_study, save_outputs
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CompileStudyConfig:
+class CompileStudyConfig(StudyOptions):
     """Optuna study over compile runs (search space, sampler, pruner, storage)."""
 
     compile_config: str | None = field(default=None, metadata={"help": "YAML of OptimizeConfig fields every trial starts from."})
@@ -47,12 +50,8 @@ class CompileStudyConfig:
     api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote string specs of every trial; overrides compile_config."})
     study_name: str = field(default="compile", metadata={"help": "Optuna study name (shared by all workers)."})
     study_dir: str = field(default="runs/compile_study", metadata={"help": "Folder of trial runs, plots and the best config."})
-    storage: str | None = field(default=None, metadata={"help": "SQLAlchemy URL, or journal:PATH / PATH.log for an Optuna journal file (default: sqlite:///<study_dir>/study.db)."})
     n_trials: int = field(default=8, metadata={"help": "Finished (complete or pruned) trials the study should reach."})
-    timeout: float | None = field(default=None, metadata={"help": "Stop starting trials after this many seconds."})
     metric: str = field(default="AccRM", metadata={"help": "Dev metric of the optimized program to maximize (AccEM, AccRM, MRR, ...)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the TPE sampler (a resumed or added worker derives its own from it and the stored trials)."})
-    n_startup_trials: int = field(default=3, metadata={"help": "Random trials before TPE (and before pruning starts)."})
     candidates_choices: list[int] = field(default_factory=lambda: [2, 3, 4, 6], metadata={"help": "Candidates per person to try."})
     temperature_min: float = field(default=0.5, metadata={"help": "Lowest sampling temperature."})
     temperature_max: float = field(default=1.2, metadata={"help": "Highest sampling temperature."})
@@ -60,20 +59,13 @@ class CompileStudyConfig:
     demo_choices: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Bootstrapped/labeled demo counts to try."})
 
     def __post_init__(self):
-        from lms.resolve import lm_spec
-
         self.teacher_lm = lm_spec(self.teacher_lm, role="teacher_lm")
         self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
-        if self.n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1, got {self.n_trials}.")
+        super().__post_init__()
         if not 0 <= self.temperature_min <= self.temperature_max <= 2:
             raise ValueError("need 0 <= temperature_min <= temperature_max <= 2.")
         if not self.candidates_choices or not self.threshold_choices or not self.demo_choices:
             raise ValueError("candidates_choices, threshold_choices and demo_choices must not be empty.")
-
-    @property
-    def direction(self) -> str:
-        return "maximize"
 
 
 def base_compile_config(config: CompileStudyConfig) -> dict[str, Any]:
@@ -92,8 +84,6 @@ def base_compile_config(config: CompileStudyConfig) -> dict[str, Any]:
 def sample_params(trial: Any, config: CompileStudyConfig, optimizer: str = "bootstrap") -> dict[str, Any]:
     """The trial's OptimizeConfig overrides sampled from the search space (demo counts only for optimizers that
     read them)."""
-    from compile.config import OPTIMIZER_FLAGS
-
     params = {
         "candidates_per_person": trial.suggest_categorical("candidates_per_person", config.candidates_choices),
         "temperature": trial.suggest_float("temperature", config.temperature_min, config.temperature_max),
@@ -109,8 +99,6 @@ def sample_params(trial: Any, config: CompileStudyConfig, optimizer: str = "boot
 def make_objective(config: CompileStudyConfig, base: dict[str, Any], **lms: Any):
     """The Optuna objective: one compile run per trial (``lms``: ready teacher_lm/judge_lm for tests)."""
     import optuna
-
-    from compile.optimize import run_optimize
 
     def objective(trial):
         params = sample_params(trial, config, base.get("optimizer", "bootstrap"))
@@ -137,8 +125,6 @@ def make_objective(config: CompileStudyConfig, base: dict[str, Any], **lms: Any)
 
 def run_study(config: CompileStudyConfig, **lms: Any) -> dict[str, Any]:
     """Run (or continue) the study until it has ``n_trials`` finished trials or ``timeout`` passes."""
-    from finetune.study import open_study, optimize_until, save_outputs
-
     base = base_compile_config(config)
     study = open_study(config)
     optimize_until(study, make_objective(config, base, **lms), config.n_trials, config.timeout)
@@ -147,19 +133,8 @@ def run_study(config: CompileStudyConfig, **lms: Any) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        summary = run_study(load_config(CompileStudyConfig, argv, description=__doc__.split("\n\n")[0]))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "trials"}, indent=2, default=str))
-    if not summary["n_complete"]:
-        sys.stdout.flush()
-        print(f"error: no trial of study {summary['study_name']!r} completed ({summary['n_failed']} failed, "
-              f"{summary['n_pruned']} pruned); see the trials' log.txt and metrics.json.", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(lambda: load_config(CompileStudyConfig, argv, description=__doc__.split("\n\n")[0]), run_study,
+                   report_study, errors=(ValueError, FileNotFoundError), error_code=2)
 
 
 if __name__ == "__main__":

@@ -29,61 +29,38 @@ callable}``), splits and the taxonomy into :func:`run_claims`.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import dspy
 
+from careers.datasets import load_splits
+from careers.onet import OnetTaxonomy
+from careers.splits import sample_per_person
+from experiments.claims import build_claims, unusable_lm_rows
+from experiments.quality import QualityData, quality_buckets, quality_from_candidates, quality_from_records
+from experiments.rows import ALL_ROWS, ROW_SPECS, RowContext, build_row
 from experiments.tables import (
-    STATUS_FAILED,
-    STATUS_NOT_RUN,
-    STATUS_OK,
-    QualityData,
     RowScores,
     accuracy_table,
-    align_records,
-    example_key,
     jsonable,
     metric_names,
-    paired_claim,
-    quality_buckets,
-    quality_from_candidates,
-    quality_from_records,
     render_markdown,
-    scores_from_records,
-    verdict,
 )
-from runkit.config import ConfigError, load_config
-from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
+from lms import usage
+from lms.resolve import lm_spec
+from metrics.judge import ReasonJudge
+from runkit.cli import RUN_ERRORS, print_error, run_cli
+from runkit.config import load_config
+from runkit.files import write_config, write_json
 from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
-
-# name -> (label, group); the order of Table A
-ROW_SPECS: dict[str, tuple[str, str]] = {
-    "frequency": ("Frequency", "supervised"),
-    "markov": ("Markov", "supervised"),
-    "return_markov": ("Return-aware Markov", "supervised"),
-    "zero_shot_two_step": ("Zero-shot two-step", "zero-shot LM"),
-    "zero_shot_direct": ("Zero-shot direct", "zero-shot LM"),
-    "optimized": ("Optimized prompt", "compiled"),
-    "distilled_joint": ("Distilled joint", "distilled"),
-    "distilled_two_model": ("Distilled two-model", "distilled"),
-    "distilled_direct": ("Distilled direct (no reason)", "distilled"),
-    "hybrid": ("Hybrid (return-Markov + LM)", "hybrid"),
-    "bayes_optimal": ("Bayes-optimal (ceiling)", "ceiling"),
-}
-ALL_ROWS = tuple(ROW_SPECS)
-LM_FREE_ROWS = ("frequency", "markov", "return_markov", "bayes_optimal")
-SUPERVISED = ("frequency", "markov", "return_markov")
-DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct"}
-BASELINE_INPUTS = ("history", "states", "career")
 
 
 @dataclass
@@ -140,8 +117,6 @@ class ClaimsConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
-        from lms.resolve import lm_spec
-
         self.lm = lm_spec(self.lm, role="lm")
         self.judge_lm = lm_spec(self.judge_lm, role="judge_lm")
         if not self.datasets:
@@ -165,90 +140,6 @@ class ClaimsConfig:
             raise ValueError(f"primary_metric must be one of {list(metric_names(self.k))}, got {self.primary_metric!r}.")
 
 
-# ---------------------------------------------------------------------- run directories of other stages
-def _path(template: str | None, dataset: str) -> Path | None:
-    if not template:
-        return None
-    return Path(template.replace("{dataset}", dataset.split(":")[0]))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        logger.warning("could not read %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        logger.warning("could not read %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _records(path: Path) -> list[dict]:
-    try:
-        return [r for r in read_jsonl(path) if isinstance(r, dict)]
-    except (OSError, ValueError) as exc:
-        logger.warning("could not read %s: %s", path, exc)
-        return []
-
-
-@dataclass
-class CompileRun:
-    """What a compile run directory offers: its config, optimized program, predictions and judged candidates."""
-
-    path: Path | None
-    config: dict[str, Any] = field(default_factory=dict)
-    available: bool = False
-    reason: str = ""
-
-    @property
-    def mode(self) -> str:
-        return str(self.config.get("mode") or "two_step")
-
-    @property
-    def teacher_lm(self) -> str | None:
-        return self.config.get("teacher_lm")
-
-    @property
-    def program_path(self) -> Path | None:
-        p = self.path / "program.json" if self.path else None
-        return p if p is not None and p.is_file() else None
-
-    def predictions(self, name: str) -> list[dict]:
-        """Records of ``predictions_<name>_<split>.jsonl`` over every split on disk."""
-        out: list[dict] = []
-        if self.path is None:
-            return out
-        for split in ("test", "dev"):
-            p = self.path / f"predictions_{name}_{split}.jsonl"
-            if p.is_file():
-                out.extend(_records(p))
-        return out
-
-    def candidates(self) -> list[dict]:
-        p = self.path / "candidates.jsonl" if self.path else None
-        return _records(p) if p is not None and p.is_file() else []
-
-
-def read_compile_run(path: Path | None, dataset: str) -> CompileRun:
-    """Reads a compile run directory defensively; ``available`` is False (with a reason) when it is absent or was made
-    on another dataset."""
-    if path is None:
-        return CompileRun(None, reason="no compile_run configured")
-    if not path.is_dir():
-        return CompileRun(path, reason=f"{path} does not exist")
-    cfg = _read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
-    if cfg.get("dataset") and str(cfg["dataset"]) != dataset:
-        return CompileRun(path, cfg, reason=f"{path} was compiled on dataset {cfg['dataset']!r}, not {dataset!r}")
-    return CompileRun(path, cfg, available=True)
-
-
 def split_warnings(compile_cfg: Mapping[str, Any], config: ClaimsConfig, dataset: str) -> list[str]:
     """Differences between the compile run's data settings and ours that could put students' training persons into
     our test sample (the split is a seeded hash of the person id) or change the synthetic population."""
@@ -263,388 +154,6 @@ def split_warnings(compile_cfg: Mapping[str, Any], config: ClaimsConfig, dataset
     return out
 
 
-def read_distill_run(path: Path | None) -> dict[str, Any]:
-    """Reads a distill run directory defensively (``finetune.distill`` is still evolving).
-
-    Returns:
-        ``{"available": bool, "reason", "mode", "students": {"reasoner", "predictor"}, "evaluation", "path"}``; the
-        students come from ``metrics.json`` (``students``), else from the adapters on disk (``<stage>/adapter``) and
-        the base of ``config.yaml``.
-    """
-    out: dict[str, Any] = {"available": False, "path": str(path) if path else None, "students": {}, "mode": None,
-                           "evaluation": None, "reason": ""}
-    if path is None:
-        out["reason"] = "no distill run configured"
-        return out
-    if not path.is_dir():
-        out["reason"] = f"{path} does not exist"
-        return out
-    metrics = _read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
-    cfg = _read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
-    out["mode"] = metrics.get("mode") or cfg.get("mode")
-    out["evaluation"] = metrics.get("evaluation")
-    students = metrics.get("students") if isinstance(metrics.get("students"), dict) else {}
-    if not students:
-        base = metrics.get("base") or cfg.get("base") or "local:gemma-3-270m"
-        base = base if str(base).startswith("local") else f"local:{base}"
-
-        def adapter(*stages: str) -> str | None:
-            for s in stages:
-                if (path / s / "adapter").is_dir():
-                    return f"{base}+{(path / s / 'adapter').resolve()}"
-            return None
-
-        reasoner = adapter("reason_dpo", "joint", "reason")
-        predictor = adapter("joint", "predict")
-        students = {k: v for k, v in (("reasoner", reasoner), ("predictor", predictor)) if v}
-    out["students"] = dict(students)
-    if not students:
-        out["reason"] = f"{path} has no students yet (no metrics.json 'students' and no <stage>/adapter)"
-        return out
-    gone = [spec.split("+", 1)[1] for spec in students.values()
-            if isinstance(spec, str) and "+" in spec and not Path(spec.split("+", 1)[1]).expanduser().is_dir()]
-    if gone:
-        out["reason"] = f"{path}: adapter folder(s) missing: {', '.join(gone)}"
-        return out
-    out["available"] = True
-    return out
-
-
-def distill_command(row: str, compile_run: Path | None, target: Path | None) -> str:
-    """The ``finetune.distill`` command that produces a missing distill run for ``row``."""
-    mode = DISTILL_ROWS[row]
-    parts = ["python -m finetune.distill", f"--from_run {compile_run or 'runs/compile/<RUN>'}", f"--mode {mode}"]
-    if target is not None:
-        parts += [f"--output_dir {target.parent}", f"--run_name {target.name}"]
-    return " ".join(parts)
-
-
-# ---------------------------------------------------------------------- programs
-def _lm_arg(spec: Any, api_base: str | None, role: str = "lm") -> Any:
-    if spec is None:
-        return None
-    from lms.resolve import lm_spec
-
-    return lm_spec(spec, role=role, api_base=api_base)
-
-
-def _model(spec: Any) -> str | None:
-    return spec.get("model") if isinstance(spec, dict) else spec
-
-
-def _bayes_record(example: Any, taxonomy: Any, k: int) -> dict[str, Any]:
-    dist = example.get("next_distribution")
-    ranked = sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    code = ranked[0][0]
-    title = taxonomy.occupations[code].title if taxonomy is not None and code in taxonomy.occupations else code
-    return {"person_id": example.get("person_id"), "history": example.get("history"),
-            "gold_codes": list(example.get("gold_codes") or []), "occupation": title, "onet_code": code,
-            "matched": True, "ranked": [{"onet_code": c, "p": round(p, 6)} for c, p in ranked], "reason": None,
-            "judge": None}
-
-
-class _Context:
-    """Per-dataset state shared by the row runners."""
-
-    def __init__(self, config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any, splits: Any, test: list,
-                 lm: Any, judge: Any, programs: Mapping[str, Any]):
-        self.config, self.dataset, self.run_dir, self.taxonomy = config, dataset, run_dir, taxonomy
-        self.splits, self.test, self.lm, self.judge, self.programs = splits, test, lm, judge, programs
-        self.keys = [example_key(ex) for ex in test]
-        self.groups = [str(ex.get("person_id")) for ex in test]
-        self.compile = read_compile_run(_path(config.compile_run, dataset), dataset)
-        self.records: dict[str, list[Any]] = {}
-
-    def pred_path(self, row: str) -> Path:
-        return self.run_dir / f"predictions_{self.dataset.split(':')[0]}_{row}.jsonl"
-
-    def row(self, name: str, **kw: Any) -> RowScores:
-        label, group = ROW_SPECS[name]
-        return RowScores(name=name, label=label, group=group, **kw)
-
-    def finish(self, name: str, records: list[Any], source: str, note: str = "", **extra: Any) -> RowScores:
-        """Writes the row's records and scores them."""
-        with JsonlWriter(self.pred_path(name), mode="w") as out:
-            for key, rec in zip(self.keys, records, strict=True):
-                out.write({**rec, "key": key})
-        self.records[name] = records
-        scores = scores_from_records(self.test, records, self.taxonomy, self.config.k)
-        return self.row(name, keys=list(self.keys), groups=list(self.groups), scores=scores, source=source,
-                        note=note, extra=dict(extra))
-
-    def run_program(self, name: str, make: Callable[[], Any] | None, reuse: Sequence[tuple[str, list[dict]]] = (),
-                    inputs: tuple[str, ...] | None = None, judged: bool = True, command: str | None = None,
-                    why_not: str = "") -> RowScores:
-        """Reuses records (this run's, then ``reuse`` sources) and runs the program on the examples they miss."""
-        from programs.scoring import score_program
-
-        sources: list[tuple[str, list[dict]]] = []
-        own = self.pred_path(name)
-        if self.config.resume and own.is_file():  # failed predictions of an earlier run are retried
-            sources.append((str(own), [r for r in _records(own) if not r.get("error")]))
-        sources.extend(reuse)
-        aligned: list[Any] = [None] * len(self.test)
-        used: list[str] = []
-        for label, records in sources:
-            got, _ = align_records(self.test, records)
-            filled = 0
-            for i, rec in enumerate(got):
-                if aligned[i] is None and rec is not None:
-                    aligned[i], filled = rec, filled + 1
-            if filled:
-                used.append(f"{label} ({filled})")
-        missing = [i for i, rec in enumerate(aligned) if rec is None]
-        program = None
-        if missing:
-            program = self.programs.get(name)
-            if program is None and make is not None:
-                try:
-                    program = make()
-                except Exception as exc:  # noqa: BLE001 - a row that cannot be built is reported, not fatal
-                    logger.exception("row %s: could not build the program", name)
-                    return self.row(name, status=STATUS_FAILED, note=f"{type(exc).__name__}: {exc}"[:300],
-                                    command=command)
-            if program is None:
-                covered = len(self.test) - len(missing)
-                note = why_not or "no program for this row"
-                if covered:
-                    note += f" (reused predictions cover only {covered}/{len(self.test)} test examples)"
-                return self.row(name, status=STATUS_NOT_RUN, note=note, command=command)
-            logger.info("[%s] row %s: running on %d of %d test examples", self.dataset, name, len(missing),
-                        len(self.test))
-            _, records = score_program(program, [self.test[i] for i in missing], self.taxonomy,
-                                       judge=self.judge if judged else None, threads=self.config.threads,
-                                       ks=tuple(sorted({1, self.config.k})), inputs=inputs)
-            for i, rec in zip(missing, records, strict=True):
-                aligned[i] = rec
-            used.append(f"run here ({len(missing)})")
-            if records and all(rec.get("error") for rec in records):
-                # e.g. an LM that cannot load: do not report a row of silent misses
-                return self.row(name, status=STATUS_FAILED, command=command,
-                                note=f"every prediction failed; first error: {records[0]['error']}"[:400])
-        else:
-            logger.info("[%s] row %s: all %d test examples reused", self.dataset, name, len(self.test))
-        errors = sum(1 for rec in aligned if rec.get("error"))
-        return self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "")
-
-
-# ---------------------------------------------------------------------- rows
-def _row_baseline(ctx: _Context, name: str) -> RowScores:
-    from programs.factory import build_baseline
-
-    def make():
-        return build_baseline(name, taxonomy=ctx.taxonomy, trainset=list(ctx.splits.train), k=ctx.config.k)
-
-    return ctx.run_program(name, make, inputs=BASELINE_INPUTS, judged=False)
-
-
-def _row_bayes(ctx: _Context) -> RowScores:
-    if not ctx.test or any(not ex.get("next_distribution") for ex in ctx.test):
-        return ctx.row("bayes_optimal", status=STATUS_NOT_RUN,
-                       note="examples carry no next_distribution (only the synthetic generator knows the true law)")
-    records = [_bayes_record(ex, ctx.taxonomy, ctx.config.k) for ex in ctx.test]
-    return ctx.finish("bayes_optimal", records, "argmax of each example's next_distribution")
-
-
-def _lm_unavailable(ctx: _Context) -> bool:
-    return ctx.lm is None
-
-
-def _nextocc(ctx: _Context, mode: str, **kw: Any):
-    from programs.next_occupation import NextOccupation
-
-    return NextOccupation(mode=mode, taxonomy=ctx.taxonomy, k=ctx.config.k, top1=ctx.config.top1, **kw)
-
-
-def _compile_reuse(ctx: _Context, name: str) -> list[tuple[str, list[dict]]]:
-    """The compile run's predictions for ``name`` when they were made with our LM (same spec string)."""
-    c = ctx.compile
-    if not c.available or ctx.config.lm is None or _model(c.teacher_lm) != _model(ctx.config.lm):
-        return []
-    return [(f"{c.path}/predictions_{name}_*", c.predictions(name))]
-
-
-def _row_zero_shot(ctx: _Context, mode: str) -> RowScores:
-    name = f"zero_shot_{mode}"
-    reuse = _compile_reuse(ctx, "zero_shot") if ctx.compile.mode == mode else []
-    make = None if _lm_unavailable(ctx) else (lambda: _nextocc(ctx, mode, lm=ctx.lm))
-    return ctx.run_program(name, make, reuse, judged=mode != "direct", why_not="no LM configured (lm: null)",
-                           command="set lm: local:gemma-3-270m (or a litellm model string)")
-
-
-def _compile_command(ctx: _Context) -> str:
-    target = _path(ctx.config.compile_run, ctx.dataset) or Path("runs/compile/<RUN>")
-    return (f"python -m compile.optimize --dataset {ctx.dataset} --output_dir {target.parent} "
-            f"--run_name {target.name}")
-
-
-def _row_optimized(ctx: _Context) -> RowScores:
-    c = ctx.compile
-    reuse = _compile_reuse(ctx, "optimized")
-    make = None
-    why = c.reason or "no LM configured (lm: null)"
-    if c.available and c.program_path is not None and not _lm_unavailable(ctx):
-        def make():
-            program = _nextocc(ctx, c.mode, lm=ctx.lm)
-            program.load(str(c.program_path))
-            return program
-    elif c.available and c.program_path is None:
-        why = f"{c.path} has no program.json (the compile run did not finish its optimize phase)"
-    return ctx.run_program("optimized", make, reuse, why_not=why, command=_compile_command(ctx))
-
-
-def _row_distilled(ctx: _Context, name: str) -> RowScores:
-    cfg = ctx.config
-    expected = DISTILL_ROWS[name]
-    target = _path(getattr(cfg, f"distill_{expected}_run"), ctx.dataset)
-    info = read_distill_run(target)
-    command = distill_command(name, _path(cfg.compile_run, ctx.dataset), target)
-    why = info["reason"] or ""
-    make = None
-    if info["available"]:
-        mode = info.get("mode")
-        if mode and mode != expected:
-            return ctx.row(name, status=STATUS_FAILED, command=command,
-                           note=f"{target} is a {mode!r} distill run, expected {expected!r}")
-        students = info["students"]
-        reasoner = students.get("reasoner") or students.get("predictor")
-        predictor = students.get("predictor") or reasoner
-
-        def make():
-            if expected == "joint":
-                program = _nextocc(ctx, "joint", lm=reasoner)
-            elif expected == "two_model":
-                program = _nextocc(ctx, "two_step", reasoner_lm=reasoner, predictor_lm=predictor)
-            else:
-                program = _nextocc(ctx, "direct", lm=predictor)
-            state = ctx.compile.program_path if ctx.compile.available else None
-            if cfg.student_program_state and state is not None:
-                try:
-                    program.load(str(state))
-                except Exception as exc:  # noqa: BLE001 - the student still runs zero-shot
-                    logger.warning("could not load %s into %s: %s", state, name, exc)
-            return program
-
-    reuse: list[tuple[str, list[dict]]] = []
-    if target is not None and target.is_dir():
-        reuse = [(str(p), _records(p)) for p in sorted(target.glob("predictions*.jsonl"))]
-    row = ctx.run_program(name, make, reuse, judged=expected != "direct", command=command, why_not=why.strip("; "))
-    if info.get("evaluation"):
-        row.extra["distill_reported_evaluation"] = info["evaluation"]
-    if info["available"]:
-        row.extra["students"] = info["students"]
-    return row
-
-
-def _row_hybrid(ctx: _Context) -> RowScores:
-    from programs.factory import build_program
-
-    def make():
-        return build_program("hybrid", lm=ctx.lm, taxonomy=ctx.taxonomy, trainset=list(ctx.splits.train),
-                             k=ctx.config.k, top1=ctx.config.top1)
-
-    return ctx.run_program("hybrid", None if _lm_unavailable(ctx) else make, inputs=BASELINE_INPUTS,
-                           why_not="no LM configured (lm: null)",
-                           command="set lm: local:gemma-3-270m (or a litellm model string)")
-
-
-def build_row(ctx: _Context, name: str) -> RowScores:
-    """Produces one row of Table A (never raises: failures become a ``failed`` row with the error)."""
-    try:
-        if name in SUPERVISED:
-            return _row_baseline(ctx, name)
-        if name == "bayes_optimal":
-            return _row_bayes(ctx)
-        if name in ("zero_shot_two_step", "zero_shot_direct"):
-            return _row_zero_shot(ctx, name[len("zero_shot_"):])
-        if name == "optimized":
-            return _row_optimized(ctx)
-        if name in DISTILL_ROWS:
-            return _row_distilled(ctx, name)
-        if name == "hybrid":
-            return _row_hybrid(ctx)
-    except Exception as exc:  # noqa: BLE001 - one broken row must not lose the others
-        logger.exception("row %s failed", name)
-        return ctx.row(name, status=STATUS_FAILED, note=f"{type(exc).__name__}: {exc}"[:300])
-    raise ValueError(f"unknown row {name!r}")
-
-
-# ---------------------------------------------------------------------- claims
-def _first_ok(rows: Mapping[str, RowScores], names: Sequence[str]) -> RowScores | None:
-    return next((rows[n] for n in names if n in rows and rows[n].ok), None)
-
-
-def _mean(row: RowScores, metric: str) -> float:
-    values = row.scores[metric]
-    return sum(values) / len(values) if values else float("-inf")
-
-
-def build_claims(rows: Mapping[str, RowScores], config: ClaimsConfig, quality: Sequence[Mapping[str, Any]] = ()
-                 ) -> list[dict[str, Any]]:
-    """Claims (a), (b) as paired differences (every metric; the verdict on ``primary_metric``) and (c) from the
-    reason-quality correlation.
-
-    Returns:
-        Claim dicts: ``id``, ``statement``, ``kind`` (paired or correlation), ``a``, ``b``, ``metric``, ``diff``
-        (Interval), ``p``, ``verdict``, ``reason``, ``by_metric`` (paired: every metric).
-    """
-    metric = config.primary_metric
-    boot = {"n_boot": config.n_boot, "alpha": config.alpha, "seed": config.seed}
-    distilled = _first_ok(rows, ("distilled_joint", "distilled_two_model"))
-    sup_ok = [rows[n] for n in SUPERVISED if n in rows and rows[n].ok]
-    best_sup = max(sup_ok, key=lambda r: _mean(r, metric)) if sup_ok else None
-    d_label = f"{distilled.label.lower()} student" if distilled else "distilled student"
-
-    def paired(cid: str, statement: str, a: RowScores | None, b: RowScores | None, missing: str) -> dict[str, Any]:
-        if a is None or b is None:
-            return {"id": cid, "statement": statement, "kind": "paired", "a": a.name if a else None,
-                    "b": b.name if b else None, "metric": metric, "diff": None, "p": None, "status": STATUS_NOT_RUN,
-                    "verdict": STATUS_NOT_RUN, "reason": missing, "by_metric": {}}
-        main = paired_claim(a, b, metric, **boot)
-        by_metric = {m: paired_claim(a, b, m, **boot) for m in metric_names(config.k)}
-        return {"id": cid, "statement": statement, "kind": "paired", **main,
-                "by_metric": {m: {"diff": c["diff"], "p": c["p"], "verdict": c["verdict"]}
-                              for m, c in by_metric.items()}}
-
-    no_distilled = "no distilled student row ran (see Table A for the distill command)"
-    claims = [
-        paired("a1", f"The {d_label} is more accurate than the zero-shot LM (two-step)", distilled,
-               _first_ok(rows, ("zero_shot_two_step",)),
-               no_distilled if distilled is None else "the zero-shot two-step row did not run"),
-        paired("a2", f"The {d_label} is more accurate than the best supervised baseline"
-               + (f" ({best_sup.label})" if best_sup else ""), distilled, best_sup,
-               no_distilled if distilled is None else "no supervised baseline ran"),
-        paired("a3", f"The {d_label} is more accurate than the optimized prompt", distilled,
-               _first_ok(rows, ("optimized",)),
-               no_distilled if distilled is None else "the optimized-prompt row did not run"),
-        paired("b", "The joint student is more accurate than the two-model student",
-               _first_ok(rows, ("distilled_joint",)), _first_ok(rows, ("distilled_two_model",)),
-               "both distilled joint and distilled two-model rows are needed"),
-    ]
-    claims.append(quality_claim(quality))
-    return claims
-
-
-def quality_claim(quality: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Claim (c): higher judged reason quality (oracle score) goes with correct predictions -- supported when the
-    person-level bootstrap CI of the Spearman correlation (first source with data) is above 0."""
-    statement = "Reasons the judge scores higher (oracle score) come with more accurate predictions"
-    for q in quality:
-        part = q["criteria"].get("oracle_score") or {}
-        iv = part.get("spearman")
-        if iv is not None and iv.n >= 3 and iv.mean == iv.mean and iv.low == iv.low:
-            return {"id": "c", "statement": f"{statement} ({q['source']})", "kind": "correlation", "a": q["source"],
-                    "b": None, "metric": "spearman", "diff": iv, "p": None, "status": STATUS_OK,
-                    "verdict": verdict(iv), "reason": "", "pointbiserial": part.get("pointbiserial"),
-                    "by_metric": {c: {"spearman": q["criteria"][c]["spearman"],
-                                      "pointbiserial": q["criteria"][c]["pointbiserial"]} for c in q["criteria"]}}
-    return {"id": "c", "statement": statement, "kind": "correlation", "a": None, "b": None, "metric": "spearman",
-            "diff": None, "p": None, "status": STATUS_NOT_RUN, "verdict": STATUS_NOT_RUN,
-            "reason": "no judged reasons with varying scores and outcomes (compile candidates or judge_lm)",
-            "by_metric": {}}
-
-
-# ---------------------------------------------------------------------- main flow
 def _splits_for(dataset: str, splits: Any, config: ClaimsConfig, taxonomy: Any) -> Any:
     if splits is not None:
         if isinstance(splits, Mapping):
@@ -652,15 +161,11 @@ def _splits_for(dataset: str, splits: Any, config: ClaimsConfig, taxonomy: Any) 
                 return splits[dataset]
         else:
             return splits
-    from careers.datasets import load_dataset
-
-    kwargs: dict[str, Any] = {}
-    if dataset == "synthetic":
-        kwargs = {"n_persons": config.synthetic_persons, "taxonomy": taxonomy}
-    return load_dataset(dataset, config.data_dir, config.seed, **kwargs)
+    return load_splits(dataset, config.data_dir, config.seed, synthetic_persons=config.synthetic_persons,
+                       taxonomy=taxonomy)
 
 
-def _quality_sources(ctx: _Context, rows: Mapping[str, RowScores], config: ClaimsConfig) -> list[QualityData]:
+def _quality_sources(ctx: RowContext, rows: Mapping[str, RowScores], config: ClaimsConfig) -> list[QualityData]:
     sources = []
     if ctx.compile.available:
         cands = ctx.compile.candidates()
@@ -680,15 +185,14 @@ def _quality_sources(ctx: _Context, rows: Mapping[str, RowScores], config: Claim
 def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any, *, splits: Any = None,
                 lm: Any = None, judge: Any = None, programs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Table A, claims and reason quality for one dataset (see the module docstring)."""
-    from careers.splits import sample_per_person
-    from experiments.plots import plot_accuracy, plot_quality
+    from experiments.plots import plot_accuracy, plot_quality  # deferred: matplotlib
 
     t0 = time.perf_counter()
     data = _splits_for(dataset, splits, config, taxonomy)
     test = sample_per_person(list(data.test), config.n_test, config.seed)
     if not test:
         raise ValueError(f"dataset {dataset!r} has no test examples.")
-    ctx = _Context(config, dataset, run_dir, taxonomy, data, test, lm, judge, programs or {})
+    ctx = RowContext(config, dataset, run_dir, taxonomy, data, test, lm, judge, programs or {})
     warnings: list[str] = []
     if not ctx.compile.available:
         logger.warning("[%s] compile run not used: %s", dataset, ctx.compile.reason)
@@ -751,24 +255,18 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
         "claims", "quality", "plots", "bayes_optimal_expected", ...}}, "seconds"}``; ``claims.json`` holds it in
         JSON form.
     """
-    from careers.onet import OnetTaxonomy
-
     t0 = time.perf_counter()
     run_dir = make_run_dir(config.output_dir, config.run_name, prefix="claims", resume=config.resume)
     write_config(run_dir, config)
     taxonomy = taxonomy or OnetTaxonomy.load(config.data_dir)
-    lm = lm if lm is not None else _lm_arg(config.lm, config.api_base)
+    lm = lm if lm is not None else lm_spec(config.lm, api_base=config.api_base)
     judge = None
-    judge_spec = judge_lm if judge_lm is not None else _lm_arg(config.judge_lm, config.api_base, "judge_lm")
+    judge_spec = judge_lm if judge_lm is not None else lm_spec(config.judge_lm, role="judge_lm",
+                                                                  api_base=config.api_base)
     if judge_spec is not None:
-        from metrics.judge import ReasonJudge
-
         judge = ReasonJudge(judge_spec)
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": asdict(config), "k": config.k,
                                "n_boot": config.n_boot, "alpha": config.alpha, "datasets": {}}
-    import dspy
-
-    from lms import usage
 
     with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
         if judge is not None:
@@ -794,43 +292,25 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
     return results
 
 
-def unusable_lm_rows(results: dict[str, Any]) -> list[str]:
-    """``row: note`` of the failed LM rows when no LM row produced a result (else ``[]``): a run whose every LM call
-    failed must not look like a result."""
-    failed, ok = [], 0
-    for dataset, part in results["datasets"].items():
-        for name, row in (part.get("rows") or {}).items():
-            if name in LM_FREE_ROWS:
-                continue
-            if row["status"] == STATUS_FAILED:
-                failed.append(f"{dataset}/{name}: {' '.join(str(row.get('note') or '').split())[:200]}")
-            elif row["status"] == STATUS_OK:
-                ok += 1
-    return failed if failed and not ok else []
-
-
 def main(argv: Sequence[str] | None = None, **inject: Any) -> int:
     """Command-line entry point; ``inject`` (``lm``, ``judge_lm``, ``programs``, ``splits``, ``taxonomy``) is passed to
     :func:`run_claims` (tests)."""
-    try:
-        config = load_config(ClaimsConfig, argv, description=ClaimsConfig.__doc__)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        results = run_claims(config, **inject)
-    except RunFailed as exc:  # claims.md/claims.json are written; the summary is the last line
-        print((Path(exc.results["run_dir"]) / "claims.md").read_text(encoding="utf-8"))
-        sys.stdout.flush()
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print((Path(results["run_dir"]) / "claims.md").read_text(encoding="utf-8"))
-    print(f"run directory: {results['run_dir']}")
-    return 0
+
+    def report(results: dict[str, Any]) -> int:
+        print((Path(results["run_dir"]) / "claims.md").read_text(encoding="utf-8"))
+        print(f"run directory: {results['run_dir']}")
+        return 0
+
+    def on_error(exc: BaseException) -> int | None:
+        if isinstance(exc, RunFailed):  # claims.md/claims.json are written; the summary is the last line
+            print((Path(exc.results["run_dir"]) / "claims.md").read_text(encoding="utf-8"))
+            print_error(" ".join(str(exc).split()))
+            return 1
+        return None
+
+    return run_cli(lambda: load_config(ClaimsConfig, argv, description=ClaimsConfig.__doc__),
+                   lambda config: run_claims(config, **inject), report, errors=(RunFailed, *RUN_ERRORS),
+                   on_error=on_error)
 
 
 if __name__ == "__main__":

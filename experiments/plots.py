@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.tables import CRITERIA, metric_label, metric_scale  # noqa: E402
+from experiments.quality import CRITERIA  # noqa: E402
+from experiments.tables import metric_label, metric_scale  # noqa: E402
 
 GROUP_COLORS = {"supervised": "#4C72B0", "zero-shot LM": "#DD8452", "compiled": "#937860", "distilled": "#55A868",
                 "hybrid": "#8172B3", "ceiling": "#7f7f7f"}

@@ -91,7 +91,7 @@ def _name_base(text: str, hub_id: str | None, named: str, adapter_dir: Path, bas
     text = text.replace("[None](https://huggingface.co/None)", link)
     if hub_id and text.startswith("---\n") and "\nbase_model:" not in text.split("\n---", 1)[0]:
         text = f"---\nbase_model: {hub_id}\n" + text[4:]
-    spec = base if base and base.startswith("local:") else f"local:{base or hub_id}"
+    spec = base if base and is_local_spec(base) else f"local:{base or hub_id}"
     quick = ("## Quick start\n\n```python\nfrom programs import NextOccupation\n\n"
              f'program = NextOccupation.from_pretrained("{spec}+{adapter_dir.resolve()}")\n'
              'print(program(history="1. 2015-2019: Cashier, Grocery store"))\n```\n\n'

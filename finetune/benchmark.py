@@ -27,6 +27,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from finetune.config import DistillConfig
+from finetune.data import read_rows
+from finetune.demo_data import export_demo_run
+from finetune.distill import resolve_base
+from finetune.model_loading import load_model_and_tokenizer
+from lms.model_store import DEFAULT_SPEC
+
 logger = logging.getLogger(__name__)
 
 VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": True, "bf16": True},
@@ -38,8 +45,7 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
                     share_prefix: bool = True) -> None:
     import torch
 
-    from finetune.model_loading import load_model_and_tokenizer
-    from finetune.trainer import make_sft_trainer
+    from finetune.trainer import make_sft_trainer  # deferred: trl/peft, in the subprocess
 
     torch.manual_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(folder)
@@ -107,14 +113,26 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def benchmark_training(base: str, data: str | None, *, steps: int, batch: int, max_length: int,
+                       variants: Sequence[str] = ("plain", "fast"), out_dir: str | Path = "runs/benchmark"
+                       ) -> dict[str, Any]:
+    """:func:`run_benchmark` on the rows of ``data`` (a TRL prompt/completion JSONL; None: synthetic demo rows) with
+    the base model ``base`` (a local spec or HF folder)."""
+    if data:
+        rows = read_rows(data)
+    else:
+        export_demo_run(Path(out_dir) / "data", n=48)
+        rows = read_rows(Path(out_dir) / "data" / "sft_reason.jsonl")
+    folder, _ = resolve_base(base)
+    config = DistillConfig(joint_file="-", per_device_train_batch_size=batch, max_length=max_length)
+    return run_benchmark(folder, rows, config, steps, list(variants), out_dir)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``--base``, ``--data`` (a sft_*.jsonl; default: synthetic demo rows), ``--steps``, ``--variants``."""
-    from finetune.config import DistillConfig
-    from finetune.data import read_rows
-    from finetune.distill import resolve_base
 
     parser = argparse.ArgumentParser(description="Fast vs plain SFT throughput.")
-    parser.add_argument("--base", default="local:gemma-3-270m", help="Base model spec or HF folder.")
+    parser.add_argument("--base", default=DEFAULT_SPEC, help="Base model spec or HF folder.")
     parser.add_argument("--data", default=None, help="A TRL prompt/completion JSONL (default: synthetic demo rows).")
     parser.add_argument("--steps", type=int, default=3, help="Timed steps per variant (after one warm-up step).")
     parser.add_argument("--batch", type=int, default=4, help="per_device_train_batch_size.")
@@ -124,16 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/benchmark", help="Scratch/output folder; results.json goes here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.data:
-        rows = read_rows(args.data)
-    else:
-        from finetune.demo_data import export_demo_run
-
-        export_demo_run(Path(args.out) / "data", n=48)
-        rows = read_rows(Path(args.out) / "data" / "sft_reason.jsonl")
-    folder, _ = resolve_base(args.base)
-    config = DistillConfig(joint_file="-", per_device_train_batch_size=args.batch, max_length=args.max_length)
-    results = run_benchmark(folder, rows, config, args.steps, args.variants.split(","), args.out)
+    results = benchmark_training(args.base, args.data, steps=args.steps, batch=args.batch, max_length=args.max_length,
+                                 variants=args.variants.split(","), out_dir=args.out)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(format_table(results))

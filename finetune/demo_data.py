@@ -13,6 +13,10 @@ import logging
 import random
 from pathlib import Path
 
+from careers.datasets import load_dataset
+from compile.export import export_traces
+from signatures import GenerateReason, PredictOccupation, ReasonAndPredict
+
 logger = logging.getLogger(__name__)
 
 LADDERS = [
@@ -74,8 +78,6 @@ def dataset_oracles(dataset: str, data_dir: str | None, n: int, seed: int = 0) -
     """Oracle records from the train split of a :mod:`careers.datasets` dataset (template reasons)."""
     import ast
 
-    from careers.datasets import load_dataset
-
     splits = load_dataset(dataset, data_dir, seed, **({"n_persons": DEMO_PERSONS} if dataset == "synthetic" else {}))
     oracles = {}
     for i, ex in enumerate(list(splits.train)[:n]):
@@ -99,9 +101,6 @@ def export_demo_run(out_dir: str | Path, n: int = 48, seed: int = 0, dataset: st
     """
     import dspy
     import yaml
-
-    from compile.export import export_traces
-    from signatures import GenerateReason, PredictOccupation, ReasonAndPredict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,10 +34,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compile.run_reader import compile_mode
+from finetune.artifacts import merge_adapter
 from finetune.config import DistillConfig, parse_config
 from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, split_rows
+from finetune.evaluate_student import before_after
+from lms.model_store import embedded_model_dir, is_local_spec, parse_local_spec, resolve_folder
 from programs.manifest import MANIFEST_FORMAT
-from runkit.files import write_config
+from runkit.cli import run_cli
+from runkit.files import write_config, write_json
+from runkit.provenance import write_provenance
+from runkit.run_dir import make_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +56,14 @@ def resolve_base(base: str) -> tuple[str, str]:
         ValueError: For a base that already carries an adapter (merge it first with ``--merge``).
         FileNotFoundError: When the folder/hub id is not available offline.
     """
-    from lms.model_store import embedded_model_dir, is_local_spec, parse_local_spec
-
     spec = base if is_local_spec(base) else f"local:{base}"
     parsed = parse_local_spec(spec)
     if parsed.adapter:
         raise ValueError(f"--base {base!r} carries an adapter; train on a merged folder (distill --merge) instead.")
     if parsed.is_embedded:
         return str(embedded_model_dir()), parsed.spec
-    from lms.model_store import _resolve_folder
 
-    folder = _resolve_folder(parsed.base)
+    folder = resolve_folder(parsed.base)
     if Path(parsed.base).expanduser().is_dir():
         return folder, f"local:{Path(folder).resolve()}"
     return folder, parsed.spec  # a hub id from the offline cache
@@ -89,8 +93,6 @@ def prepare_run_dir(config: DistillConfig, state: Any = None) -> Path:
     Under ``accelerate launch`` only the main process creates it; the others wait and use the same folder.
     """
     import datetime as _dt
-
-    from runkit.run_dir import make_run_dir
 
     state = state or distributed_state()
     parent = Path(config.output_dir)
@@ -122,7 +124,7 @@ def check_training_args(config: DistillConfig) -> None:
     (``--optim nope``) fails with TRL's message before a run directory is made."""
     import tempfile
 
-    from finetune.trainer import build_sft_config
+    from finetune.trainer import build_sft_config  # deferred: trl/peft, not needed to parse the config
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -130,7 +132,7 @@ def check_training_args(config: DistillConfig) -> None:
             if config.dpo:
                 from trl import DPOConfig
 
-                from finetune.trainer import dpo_kwargs
+                from finetune.trainer import dpo_kwargs  # deferred: trl/peft
 
                 DPOConfig(**dpo_kwargs(config, tmp))
         except (TypeError, ValueError) as exc:
@@ -139,7 +141,7 @@ def check_training_args(config: DistillConfig) -> None:
 
 def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, run_dir: Path,
                callbacks: list | None) -> dict[str, Any]:
-    from finetune.trainer import train_sft
+    from finetune.trainer import train_sft  # deferred: trl/peft
 
     stage = run_dir / name
     done = stage / "metrics.json"
@@ -152,14 +154,8 @@ def _stage_sft(name: str, rows: list[dict], folder: str, config: DistillConfig, 
     logger.info("SFT stage %s: %d train / %d eval rows", name, len(train), len(evals))
     metrics = train_sft(folder, train, evals, config, stage, resume=config.resume, callbacks=callbacks)
     if distributed_state().is_main_process:
-        _write_json(done, {k: v for k, v in metrics.items() if k != "log_history"})
+        write_json(done, {k: v for k, v in metrics.items() if k != "log_history"})
     return metrics
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from runkit.files import write_json
-
-    write_json(path, obj)
 
 
 def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[str, Any]:
@@ -190,7 +186,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     reason_stage = names[0]
     adapters = {name: stages[name]["adapter"] for name in names}
     if config.dpo:
-        from finetune.trainer import train_dpo
+        from finetune.trainer import train_dpo  # deferred: trl/peft
 
         stage = run_dir / "reason_dpo"
         done = stage / "metrics.json"
@@ -201,7 +197,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
             stages["reason_dpo"] = train_dpo(folder, adapters[reason_stage], rows["dpo"], config, stage,
                                              resume=config.resume)
             if main:
-                _write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
+                write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
         adapters["reason_dpo"] = stages["reason_dpo"]["adapter"]
     reasoner_adapter = adapters.get("reason_dpo", adapters[reason_stage])
     predictor_adapter = adapters[{"joint": "joint", "two_model": "predict", "direct": "direct"}[config.mode]]
@@ -210,29 +206,24 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     program_mode = {"joint": None, "two_model": "two_step", "direct": "direct"}[config.mode]
     merged: dict[str, str] = {}
     results = {"run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
-               "program_mode": program_mode or _compile_mode(config.from_run),
+               "program_mode": program_mode or compile_mode(config.from_run),
                "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
                "students": students, "lora_r": config.lora_r, "completion_head": any(s.get("completion_head") for s in stages.values())}
     if not main:  # merge, evaluation and every report belong to the main process
         return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"},
                 "main_process": False}
     if config.merge:
-        from finetune.artifacts import merge_adapter
-
         for adapter in dict.fromkeys([reasoner_adapter, predictor_adapter]):
             key = Path(adapter).parent.name
             merged[key] = merge_adapter(folder, adapter, run_dir / "merged" / key)
     evaluation: dict[str, Any] = {"available": False, "reason": "disabled (--evaluate false)"}
     if config.evaluate:
-        from finetune.evaluate_student import before_after
-
         evaluation = before_after(config.from_run, base_spec, students, config.eval_split, config.eval_limit,
                                   program_mode=program_mode)
     results.update(merged=merged, evaluation=evaluation)
-    _write_json(run_dir / "metrics.json", results)
-    _write_json(run_dir / "nextocc.json", student_manifest(run_dir, results, reasoner_adapter, predictor_adapter))
+    write_json(run_dir / "metrics.json", results)
+    write_json(run_dir / "nextocc.json", student_manifest(run_dir, results, reasoner_adapter, predictor_adapter))
     (run_dir / "report.md").write_text(render_report(results), encoding="utf-8")
-    from runkit.provenance import write_provenance
 
     write_provenance(run_dir, dtype="bfloat16" if _uses_bf16(config) else "float32",
                      extra={"completion_head": results["completion_head"]})
@@ -241,22 +232,9 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
 
 
 def _uses_bf16(config: DistillConfig) -> bool:
-    from finetune.trainer import device_defaults
+    from finetune.trainer import device_defaults  # deferred: trl/peft
 
     return bool(device_defaults(config)["bf16"])
-
-
-def _compile_mode(from_run: str | None) -> str:
-    """The compile run's program mode (the joint student runs in it), ``two_step`` when unknown."""
-    import yaml
-
-    path = Path(from_run or "") / "config.yaml"
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) if from_run and path.is_file() else {}
-    except (OSError, yaml.YAMLError):
-        cfg = {}
-    mode = (cfg or {}).get("mode") if isinstance(cfg, dict) else None
-    return mode if mode in ("two_step", "joint") else "two_step"
 
 
 def student_manifest(run_dir: Path, results: dict[str, Any], reasoner_adapter: str, predictor_adapter: str
@@ -343,18 +321,15 @@ def predict_command(results: dict[str, Any], api_base: str = "http://localhost:8
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: parse the config, run, print where the results are."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = parse_config(DistillConfig, argv)
-        results = run_distill(config)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if results.get("main_process") is False:  # another rank of accelerate launch: the main process reports
+
+    def report(results: dict[str, Any]) -> int:
+        if results.get("main_process") is False:  # another rank of accelerate launch: the main process reports
+            return 0
+        print(f"run directory: {results['run_dir']}")
+        print((Path(results["run_dir"]) / "report.md").read_text(encoding="utf-8"))
         return 0
-    print(f"run directory: {results['run_dir']}")
-    print((Path(results["run_dir"]) / "report.md").read_text(encoding="utf-8"))
-    return 0
+
+    return run_cli(lambda: parse_config(DistillConfig, argv), run_distill, report, error_code=2)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from careers.onet import OnetTaxonomy
+from compile.optimize import compile_splits
+from compile.run_reader import compile_config
+from programs.next_occupation import NextOccupation
+from programs.scoring import score_program
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("n", "AccEM", "AccRM", "Acc@1", "Acc@5", "MRR", "soc_major", "unmatched", "errors")
@@ -21,15 +27,7 @@ SUMMARY_KEYS = ("n", "AccEM", "AccRM", "Acc@1", "Acc@5", "MRR", "soc_major", "un
 
 def load_split(compile_run: str | Path, split: str = "test") -> tuple[list[Any], Any, dict[str, Any]]:
     """The compile run's examples of ``split`` (as compile sampled them), the taxonomy and the compile config."""
-    from careers.onet import OnetTaxonomy
-    from compile.config import OptimizeConfig
-    from compile.optimize import compile_splits
-    from runkit.config import load_config
-
-    path = Path(compile_run) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the test split of the compile run is unknown")
-    cfg = load_config(OptimizeConfig, ["--config", str(path)])
+    cfg = compile_config(compile_run)
     train, dev, test = compile_splits(cfg)
     examples = {"train": train, "dev": dev, "test": test}[split]
     return examples, OnetTaxonomy.load(cfg.data_dir), vars(cfg)
@@ -55,9 +53,6 @@ def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | No
         ``{"available": True, "metrics": {...}}`` or ``{"available": False, "reason": ...}``.
     """
     try:
-        from programs.next_occupation import NextOccupation
-        from programs.scoring import score_program
-
         cfg: dict[str, Any] = {}
         if examples is None:
             examples, taxonomy, cfg = load_split(compile_run, split)

@@ -33,7 +33,11 @@ import dspy
 from dspy.clients.provider import TrainingJob
 from dspy.clients.utils_finetune import TrainDataFormat
 
+from finetune.config import DistillConfig
 from finetune.data import chat_to_prompt_completion
+from finetune.distill import run_distill
+from lms.local_engine import model_name_for, spec_for
+from lms.model_store import is_local_spec
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ class TrlProvider(dspy.Provider):
 
     @staticmethod
     def is_provider_model(model: str) -> bool:
-        return isinstance(model, str) and (model.startswith("local/") or model.startswith("local:"))
+        return is_local_spec(model)
 
     def finetune(self, job: TrainingJob, model: str, train_data: list[dict[str, Any]],
                  train_data_format: TrainDataFormat | str | None, train_kwargs: dict[str, Any] | None = None) -> str:
@@ -75,10 +79,6 @@ class TrlProvider(dspy.Provider):
             ValueError: For a non-chat data format, a non-local model, a base that already has an adapter, or
                 unknown ``train_kwargs`` keys.
         """
-        from finetune.config import DistillConfig
-        from finetune.distill import run_distill
-        from lms.local_engine import model_name_for, spec_for
-
         fmt = getattr(train_data_format, "value", train_data_format)
         if fmt not in (None, TrainDataFormat.CHAT.value):
             raise ValueError(f"TrlProvider trains on chat data (ChatAdapter); got format {fmt!r}")

@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lms.cache import cache_dir
+
 logger = logging.getLogger(__name__)
 
 DTYPE_ENV_VAR = "NEXTOCC_DTYPE"
@@ -121,8 +123,6 @@ def matmul_gflops(dtype: str = "float32", size: int = 768, seconds: float = 0.4,
 
 
 def _probe_path() -> Path:
-    from lms.model_store import cache_dir
-
     info = cpu_info()
     import torch
 

@@ -30,12 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lms.cache import cache_dir
+from lms.chat_template import ensure_chat_template
+from lms.hardware import resolve_device, resolve_dtype
+
 logger = logging.getLogger(__name__)
 
 LOCAL_PREFIX = "local:"
 DEFAULT_MODEL = "gemma-3-270m"
 DEFAULT_SPEC = f"{LOCAL_PREFIX}{DEFAULT_MODEL}"
-CACHE_ENV_VAR = "NEXTOCC_CACHE_DIR"
 _EMBEDDED_FOLDER = "gemma-3-270m-hf"
 _EMBEDDED_VERSION_FILE = "nextocc_source.json"
 
@@ -112,19 +115,6 @@ def parse_local_spec(spec: str) -> LocalModelSpec:
     return LocalModelSpec(spec=canonical, base=base, adapter=adapter)
 
 
-def cache_dir() -> Path:
-    """The nextocc cache directory (``$NEXTOCC_CACHE_DIR``, else the platform user cache dir)."""
-    env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    try:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("nextocc"))
-    except ImportError:
-        return Path.home() / ".cache" / "nextocc"
-
-
 def embedded_model_dir() -> Path:
     """Return the HF folder of the embedded Gemma model, building it from the GGUF package on first use.
 
@@ -174,8 +164,6 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """Dequantize a GGUF file into a transformers folder (bf16 safetensors)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lms.chat_template import ensure_chat_template
 
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -234,8 +222,6 @@ def pick_dtype(requested: str | None = None, device: str = "cpu"):
     (:func:`lms.hardware.resolve_dtype`: bf16 where the CPU or GPU computes it natively and faster, else fp32)."""
     import torch
 
-    from lms.hardware import resolve_dtype
-
     return getattr(torch, resolve_dtype(requested, device))
 
 
@@ -259,8 +245,6 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
         FileNotFoundError: If the model or adapter folder does not exist.
         ValueError: If the spec, dtype or device is malformed.
     """
-    from lms.hardware import resolve_device
-
     parsed = spec if isinstance(spec, LocalModelSpec) else parse_local_spec(spec)
     device = resolve_device(device)
     torch_dtype = pick_dtype(dtype, device)
@@ -278,8 +262,6 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
 
 def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu") -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lms.chat_template import ensure_chat_template
 
     logger.info("Loading local model %s from %s (%s on %s)", parsed.spec, folder, torch_dtype, device)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -22,6 +22,7 @@ from typing import Any
 import dspy
 
 from lms.chat_template import normalize_messages
+from lms.constrained import score_options
 from lms.local_engine import AsyncLocalEngine, LocalEngine, model_name_for, spec_for
 from lms.model_store import DEFAULT_SPEC, is_local_spec, load_local_model, parse_local_spec
 
@@ -254,8 +255,6 @@ def option_logprob(lm: dspy.LM, messages: list[dict], field: str, option: str,
     """Total log-probability of one option (e.g. the gold occupation), scored after the same prefix as
     :func:`rank_options`. Returns ``-inf`` when ``option`` is not in the allowed list."""
     import torch
-
-    from lms.constrained import score_options
 
     engine = _engine(lm)
     loaded, ids, trie = engine.field_prefix(lm.model, normalize_messages(messages), field, prefix_fields)

@@ -36,6 +36,7 @@ from careers.onet import CODE_RE, OnetTaxonomy, canonical
 from careers.transitions import TransitionStats
 from metrics.grounding import SPAN_RE, grounding_check, likelihood_utility
 from metrics.judge import DEFAULT_THRESHOLDS, DEFAULT_WEIGHTS, _check_weights, oracle_score, passes
+from signatures import PredictDirect
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,6 @@ class HeuristicJudge(dspy.Module):
             if self._calls >= self.max_likelihood_calls:
                 return None
             self._calls += 1
-        from signatures import PredictDirect
 
         key = (history, occupation)
         if key not in self._baseline:

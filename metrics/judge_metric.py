@@ -31,6 +31,7 @@ from typing import Any
 import dspy
 
 from careers.onet import OnetTaxonomy
+from metrics.accuracy import AccRM
 from metrics.judge import CRITERIA, ReasonJudge
 
 logger = logging.getLogger(__name__)
@@ -44,40 +45,6 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     except (KeyError, TypeError, AttributeError):
         value = getattr(obj, name, default)
     return default if value is None else value
-
-
-def _fallback_accuracy(taxonomy: OnetTaxonomy | None) -> Callable[[Any, Any], float]:
-    """Exact code match (1) or related occupation (``1/(k+1)``); used only when metrics.accuracy is missing."""
-
-    def score(example: Any, pred: Any) -> float:
-        if _get(pred, "matched", True) is False:
-            return 0.0
-        code = _get(pred, "onet_code")
-        if code is None and taxonomy is not None and _get(pred, "occupation"):
-            code = taxonomy.code_for_title(str(_get(pred, "occupation")))
-        gold = list(_get(example, "gold_codes", []) or []) or [c for c in [_get(example, "onet_code")] if c]
-        if code is None or not gold:
-            return 0.0
-        if code in gold:
-            return 1.0
-        if taxonomy is None:
-            return 0.0
-        ranks = [r for r in (taxonomy.related_rank(g, code) for g in gold) if r is not None]
-        return 1.0 / (min(ranks) + 1) if ranks else 0.0
-
-    return score
-
-
-def default_accuracy(taxonomy: OnetTaxonomy | None) -> Callable[[Any, Any], float]:
-    """AccRM's score function from :mod:`metrics.accuracy`, or the built-in fallback when it is unavailable."""
-    if taxonomy is not None:
-        try:
-            from metrics.accuracy import AccRM
-
-            return AccRM(taxonomy).score
-        except ImportError:
-            logger.info("metrics.accuracy is not available; using exact/related code matching.")
-    return _fallback_accuracy(taxonomy)
 
 
 class JudgeMetric:
@@ -113,7 +80,9 @@ class JudgeMetric:
         self.accuracy_weight = float(accuracy_weight)
         self.judge_weight = float(judge_weight)
         self.threshold = float(threshold)
-        self.accuracy = accuracy or default_accuracy(taxonomy)
+        if accuracy is None and taxonomy is None:
+            raise ValueError("JudgeMetric needs taxonomy= (for AccRM) or an accuracy= function.")
+        self.accuracy = accuracy or AccRM(taxonomy).score
         self.bool_on_trace = bool_on_trace
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str, str], dspy.Prediction] = OrderedDict()

@@ -28,11 +28,18 @@ from typing import Any
 
 import pandas as pd
 
+from careers.datasets import load_splits
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
+from lms import usage
+from lms.resolve import lm_spec
 from metrics.accuracy import evaluate_predictions
+from metrics.judge import ReasonJudge
 from programs.baselines import BASELINES, make_baseline
-from runkit.config import ConfigError, load_config
+from programs.factory import build_program
+from programs.scoring import score_program
+from runkit.cli import RUN_ERRORS, print_error, run_cli
+from runkit.config import load_config
 from runkit.files import JsonlWriter, redact, write_config, write_json
 from runkit.run_dir import RunFailed, make_run_dir
 
@@ -81,8 +88,6 @@ class EvalConfig:
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})
 
     def __post_init__(self):
-        from lms.resolve import lm_spec
-
         for role in ("lm", "predictor_lm", "judge_lm"):
             setattr(self, role, lm_spec(getattr(self, role), role=role))
         if self.program not in PROGRAMS:
@@ -104,9 +109,7 @@ class EvalConfig:
 
 
 def _load_splits(config: EvalConfig) -> Any:
-    from careers.datasets import load_dataset  # imported late: only needed when no splits are injected
-
-    return load_dataset(config.dataset, config.data_dir, config.seed)
+    return load_splits(config.dataset, config.data_dir, config.seed)
 
 
 def _prediction_record(example: Any, pred: Any, row: dict[str, Any]) -> dict[str, Any]:
@@ -200,14 +203,6 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     return results
 
 
-def _lm(spec: Any, config: EvalConfig) -> Any:
-    if spec is None or (isinstance(spec, str) and spec.startswith("local")):
-        return spec
-    from lms.resolve import lm_spec
-
-    return lm_spec(spec, api_base=config.api_base)
-
-
 def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
                        splits: Any, t0: float, lm: Any = None, judge_lm: Any = None) -> dict[str, Any]:
     """Scores an LM program (optionally judged) and writes metrics.json and predictions.jsonl.
@@ -216,8 +211,6 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
         RunFailed: After writing the run directory, when every prediction (or every judge call) failed.
     """
     import dspy
-
-    from lms import usage
 
     with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(
             use_json_adapter_fallback=config.json_fallback)):
@@ -239,16 +232,12 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
 
 def _score_lm_program(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
                       splits: Any, t0: float, lm: Any, judge_lm: Any, tracker: Any) -> dict[str, Any]:
-    from metrics.judge import ReasonJudge
-    from programs.factory import build_program
-    from programs.scoring import score_program
-
     kwargs: dict[str, Any] = {"k": config.k, "top1": config.top1}
     if config.predictor_lm:
-        kwargs["predictor_lm"] = _lm(config.predictor_lm, config)
-    program = build_program(config.program, lm=lm or _lm(config.lm, config), taxonomy=taxonomy,
-                            trainset=train if config.program == "hybrid" else None, **kwargs)
-    judge_spec = judge_lm or _lm(config.judge_lm, config)
+        kwargs["predictor_lm"] = lm_spec(config.predictor_lm, role="predictor_lm", api_base=config.api_base)
+    program = build_program(config.program, lm=lm or lm_spec(config.lm, api_base=config.api_base),
+                            taxonomy=taxonomy, trainset=train if config.program == "hybrid" else None, **kwargs)
+    judge_spec = judge_lm or lm_spec(config.judge_lm, role="judge_lm", api_base=config.api_base)
     judge = ReasonJudge(judge_spec) if judge_spec is not None and config.program != "direct" else None
     if judge is not None:
         tracker.register(judge.lm, "judge")
@@ -301,26 +290,25 @@ def _error_counts(res: dict[str, Any]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: parses the config, runs the evaluation, prints the table."""
-    try:
-        config = load_config(EvalConfig, argv, description=EvalConfig.__doc__)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("Config: %s", redact(asdict(config)))
-    try:
-        results = run_evaluation(config)
-    except RunFailed as exc:  # the run directory is written; the table shows the errors
-        print(results_table([exc.results]))
-        sys.stdout.flush()
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:  # bad input data, paths or settings
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(results_table([results]))
-    print(f"run directory: {Path(results['run_dir'])}")
-    return 0
+
+    def run(config: EvalConfig) -> dict[str, Any]:
+        logger.info("Config: %s", redact(asdict(config)))
+        return run_evaluation(config)
+
+    def report(results: dict[str, Any]) -> int:
+        print(results_table([results]))
+        print(f"run directory: {Path(results['run_dir'])}")
+        return 0
+
+    def on_error(exc: BaseException) -> int | None:
+        if isinstance(exc, RunFailed):  # the run directory is written; the table shows the errors
+            print(results_table([exc.results]))
+            print_error(" ".join(str(exc).split()))
+            return 1
+        return None
+
+    return run_cli(lambda: load_config(EvalConfig, argv, description=EvalConfig.__doc__), run, report,
+                   errors=(RunFailed, *RUN_ERRORS), on_error=on_error)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from typing import Any
 import dspy
 
 from careers.onet import OnetTaxonomy
+from programs.baselines import make_baseline
+from programs.hybrid import HybridNextOccupation
+from programs.next_occupation import NextOccupation
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,6 @@ def build_baseline(
     """
     if name not in BASELINE_NAMES:
         raise ValueError(f"Unknown baseline {name!r}; choose one of {list(BASELINE_NAMES)}.")
-    from programs.baselines import make_baseline
 
     baseline = make_baseline(name, taxonomy=taxonomy, **kwargs)
     if trainset is not None:
@@ -85,12 +87,8 @@ def build_program(
             raise ValueError(f"The {name} baseline is supervised: pass trainset= to build_program.")
         return build_baseline(name, taxonomy=taxonomy, trainset=trainset, **kw)
 
-    from programs.next_occupation import NextOccupation
-
     if name in LM_NAMES:
         return NextOccupation(mode=name, lm=lm, taxonomy=taxonomy, **kw)
-
-    from programs.hybrid import HybridNextOccupation
 
     baseline = kw.pop("baseline", "return_markov")
     baseline_kwargs = kw.pop("baseline_kwargs", None) or {}

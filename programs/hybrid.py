@@ -23,6 +23,7 @@ from typing import Any
 import dspy
 
 from careers.history import CareerHistory
+from programs.baselines import load_baseline
 from programs.manifest import safe_child
 from programs.next_occupation import NextOccupation
 from signatures import (
@@ -134,8 +135,6 @@ class HybridNextOccupation(NextOccupation):
     def _from_manifest(cls, manifest: dict, *, run_dir: Path | None = None, baseline: Any = None,
                        **kwargs: Any) -> HybridNextOccupation:
         if baseline is None and manifest.get("baseline") and run_dir is not None:
-            from programs.baselines import load_baseline
-
             baseline = load_baseline(safe_child(run_dir, manifest["baseline"]), taxonomy=kwargs.get("taxonomy"))
         if baseline is None:
             logger.warning("Loaded a hybrid program without a baseline: pass candidates= to every call.")

@@ -32,7 +32,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runkit.config import ConfigError, load_config
+from careers.datasets import load_splits
+from careers.history import CareerHistory, Education, Job
+from careers.onet import OnetTaxonomy
+from careers.user_data import CSV_COLUMNS, CSV_REQUIRED, EDU_FIELDS, JOB_FIELDS, _cell, _entry_errors
+from lms.resolve import lm_spec
+from programs.baselines import load_baseline
+from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
+from programs.next_occupation import NextOccupation
+from programs.scoring import predict_batch
+from runkit.cli import run_cli
+from runkit.config import load_config
 from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
 from runkit.run_dir import make_run_dir
 
@@ -90,8 +100,6 @@ class BadLine(ValueError):
 
 # ---------------------------------------------------------------------------------------------------- input
 def _jsonl_records(path: Path):
-    from careers.history import CareerHistory
-
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             where = f"{path}:{lineno}"
@@ -115,9 +123,6 @@ def _jsonl_records(path: Path):
 
 def _csv_records(path: Path):
     from pydantic import ValidationError
-
-    from careers.history import CareerHistory, Education, Job
-    from careers.user_data import CSV_COLUMNS, CSV_REQUIRED, EDU_FIELDS, JOB_FIELDS, _cell, _entry_errors
 
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -199,29 +204,18 @@ def read_histories(path: str | Path, on_bad_lines: str = "error") -> tuple[list[
 
 
 # ---------------------------------------------------------------------------------------------------- program
-def _lm(spec: Any, config: PredictConfig) -> Any:
-    from lms.resolve import lm_spec
-
-    return lm_spec(spec, api_base=config.api_base) if spec is not None else None
-
-
 def build_predictor(config: PredictConfig) -> tuple[Any, tuple[str, ...]]:
     """The program and the example fields it reads (see the module docstring for the accepted ``--program``)."""
-    from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
-
     path = Path(config.program)
     if path.is_dir():
         if (path / "model.json").is_file() and not (path / "nextocc.json").is_file():
-            from programs.baselines import load_baseline
-
             return load_baseline(path / "model.json"), ("history", "states", "career")
-        from programs.next_occupation import NextOccupation
 
         kwargs = {}
         if config.predictor_lm is not None:
-            kwargs["predictor_lm"] = _lm(config.predictor_lm, config)
+            kwargs["predictor_lm"] = lm_spec(config.predictor_lm, role="predictor_lm", api_base=config.api_base)
         if config.lm is not None and config.lm != PredictConfig.lm:
-            kwargs["lm"] = _lm(config.lm, config)
+            kwargs["lm"] = lm_spec(config.lm, api_base=config.api_base)
         return NextOccupation.load(path, data_dir=config.data_dir, **kwargs), ("history",)
     if config.program not in PROGRAM_NAMES:
         raise ValueError(f"--program {config.program!r} is neither a run directory nor one of {list(PROGRAM_NAMES)}.")
@@ -229,14 +223,12 @@ def build_predictor(config: PredictConfig) -> tuple[Any, tuple[str, ...]]:
     if config.program in BASELINE_NAMES or config.program == "hybrid":
         if not config.dataset:
             raise ValueError(f"--program {config.program} is fitted on a training split: give --dataset (e.g. nlsy79).")
-        from careers.datasets import load_dataset
-
-        trainset = list(load_dataset(config.dataset, config.data_dir, config.seed).train)
+        trainset = list(load_splits(config.dataset, config.data_dir, config.seed).train)
     kwargs: dict[str, Any] = {"k": config.k}
     if config.program not in BASELINE_NAMES:
-        kwargs["lm"] = _lm(config.lm, config)
+        kwargs["lm"] = lm_spec(config.lm, api_base=config.api_base)
         if config.predictor_lm is not None:
-            kwargs["predictor_lm"] = _lm(config.predictor_lm, config)
+            kwargs["predictor_lm"] = lm_spec(config.predictor_lm, role="predictor_lm", api_base=config.api_base)
         if config.data_dir:
             kwargs["data_dir"] = config.data_dir
     program = build_program(config.program, trainset=trainset, **kwargs)
@@ -267,8 +259,6 @@ def _ranking_of(pred: Any) -> str:
 
 
 def _uses_lm(program: Any) -> bool:
-    from programs.next_occupation import NextOccupation
-
     return isinstance(program, NextOccupation)
 
 
@@ -276,7 +266,6 @@ def _taxonomy(program: Any, config: PredictConfig) -> Any:
     tax = getattr(program, "_taxonomy", None) or getattr(program, "taxonomy", None)
     if tax is not None:
         return tax
-    from careers.onet import OnetTaxonomy
 
     return OnetTaxonomy.load(config.data_dir)
 
@@ -295,8 +284,6 @@ def run_predict(config: PredictConfig, *, program: Any = None, inputs: tuple[str
         BadLine: A bad input line with ``on_bad_lines="error"``.
     """
     from tqdm.auto import tqdm
-
-    from programs.scoring import predict_batch
 
     t0 = time.perf_counter()
     histories, bad = read_histories(config.input, config.on_bad_lines)
@@ -339,26 +326,22 @@ def run_predict(config: PredictConfig, *, program: Any = None, inputs: tuple[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: exit 0 when something was predicted (or everything already was)."""
-    try:
-        config = load_config(PredictConfig, argv, description=PredictConfig.__doc__)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.debug("config: %s", asdict(config))
-    try:
-        summary = run_predict(config)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for item in summary["bad_lines"]:
-        print(f"skipped {item['where']}: {item['reason']}", file=sys.stderr)
-    print(f"{summary['predicted']} predicted, {summary['failed']} failed, {summary['already_predicted']} already "
-          f"done, {summary['skipped_bad_lines']} bad lines skipped in {summary['seconds']} s (setup "
-          f"{summary['setup_seconds']} s, predictions {summary['predict_seconds']} s)")
-    print(f"run directory: {summary['run_dir']}")
-    usable = summary["predicted"] + summary["already_predicted"]
-    return 0 if usable > 0 else 1
+
+    def run(config: PredictConfig) -> dict[str, Any]:
+        logger.debug("config: %s", asdict(config))
+        return run_predict(config)
+
+    def report(summary: dict[str, Any]) -> int:
+        for item in summary["bad_lines"]:
+            print(f"skipped {item['where']}: {item['reason']}", file=sys.stderr)
+        print(f"{summary['predicted']} predicted, {summary['failed']} failed, {summary['already_predicted']} already "
+              f"done, {summary['skipped_bad_lines']} bad lines skipped in {summary['seconds']} s (setup "
+              f"{summary['setup_seconds']} s, predictions {summary['predict_seconds']} s)")
+        print(f"run directory: {summary['run_dir']}")
+        usable = summary["predicted"] + summary["already_predicted"]
+        return 0 if usable > 0 else 1
+
+    return run_cli(lambda: load_config(PredictConfig, argv, description=PredictConfig.__doc__), run, report)
 
 
 if __name__ == "__main__":

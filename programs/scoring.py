@@ -17,6 +17,7 @@ import dspy
 
 from careers.onet import OnetTaxonomy
 from lms import usage
+from lms.progress import LiveProgress
 from metrics.accuracy import evaluate_predictions
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
     """
     from dspy.utils.parallelizer import ParallelExecutor
-
-    from lms.progress import LiveProgress
 
     with LiveProgress(total=len(examples), desc="predictions", disable=None if progress else True) as bar:
 

@@ -169,3 +169,25 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
                 break
             raise ValueError(f"{path}, line {i}: not valid JSON ({exc.msg}).") from None
     return records
+
+
+def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping of a JSON (``.json``) or YAML file another run wrote; ``{}`` with a warning when the file cannot
+    be read or holds no mapping (a reader of someone else's run never fails on it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        logger.warning("could not read %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The dict records of a JSONL file another run wrote; ``[]`` with a warning when it cannot be read."""
+    try:
+        return [r for r in read_jsonl(path) if isinstance(r, dict)]
+    except (OSError, ValueError) as exc:
+        logger.warning("could not read %s: %s", path, exc)
+        return []

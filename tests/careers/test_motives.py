@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from careers.motives import MOTIVES, MotiveCareerGenerator, bayes_ceilings
-from careers.synthetic import SyntheticCareerGenerator, load_synthetic
+from careers.synthetic import SyntheticCareerGenerator
+from careers.synthetic_dataset import load_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from careers.synthetic import SyntheticCareerGenerator, bayes_optimal_accuracy, load_synthetic
+from careers.synthetic import SyntheticCareerGenerator, bayes_optimal_accuracy
+from careers.synthetic_dataset import load_synthetic
 
 
 @pytest.fixture(scope="module")

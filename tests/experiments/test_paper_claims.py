@@ -11,20 +11,19 @@ import pytest
 import yaml
 
 from experiments.bootstrap import Interval
-from experiments.paper_claims import ALL_ROWS, ClaimsConfig, main, read_distill_run, run_claims
+from experiments.paper_claims import ALL_ROWS, ClaimsConfig, main, run_claims
 from experiments.plots import plot_accuracy, plot_quality
+from experiments.quality import quality_bucket, quality_buckets, quality_from_candidates
 from experiments.tables import (
     RowScores,
     accuracy_table,
     align_records,
     example_key,
     paired_claim,
-    quality_bucket,
-    quality_buckets,
-    quality_from_candidates,
     scores_from_records,
     verdict,
 )
+from finetune.run_reader import read_distill_run
 from runkit.config import ConfigError, load_config
 from runkit.files import read_jsonl
 
@@ -48,7 +47,7 @@ def dummy_lm():
 
 @pytest.fixture(scope="module")
 def splits(taxonomy):
-    from careers.synthetic import load_synthetic
+    from careers.synthetic_dataset import load_synthetic
 
     return load_synthetic(taxonomy=taxonomy, n_persons=N_PERSONS, seed=0)
 

@@ -8,8 +8,9 @@ import dspy
 import pytest
 
 import lms
+from lms.cache import cache_dir
 from lms.chat_template import GEMMA3_CHAT_TEMPLATE, render_prompt
-from lms.model_store import cache_dir, load_local_model, parse_local_spec
+from lms.model_store import load_local_model, parse_local_spec
 
 
 def test_parse_specs():

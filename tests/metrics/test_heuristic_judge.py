@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from careers.synthetic import load_synthetic
+from careers.synthetic_dataset import load_synthetic
 from careers.transitions import TransitionStats
 from metrics.heuristic_judge import HeuristicJudge, TitleIndex, implied_occupations
 from metrics.judge import CRITERIA

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from careers.history import CareerHistory
-from careers.synthetic import SyntheticCareerGenerator, load_synthetic
+from careers.synthetic import SyntheticCareerGenerator
+from careers.synthetic_dataset import load_synthetic
 from careers.transitions import TransitionStats
 from metrics.grounding import grounding_check
 from metrics.heuristic_judge import TitleIndex, implied_occupations
