@@ -204,7 +204,7 @@ def generate_candidates(
     Args:
         examples: Training examples (``history``, ``occupation``, ``onet_code``, ``gold_codes``).
         steps: The teacher, predictor, judge and signal callables.
-        writer: An append-and-flush JSONL writer with ``write(dict)`` (see :mod:`programs.run_dir`).
+        writer: An append-and-flush JSONL writer with ``write(dict)`` (see :mod:`runkit.files`).
         n: Candidates per example.
         done: ``(example_id, candidate)`` pairs already on disk (resume).
         retries: Retries per failing call.

@@ -23,6 +23,10 @@ Claims: (a) distilled vs zero-shot / best supervised / optimized prompt, (b) joi
 bootstrap CIs of the difference; (c) accuracy by reason-quality bucket and its Spearman / point-biserial
 correlation, from the compile run's judged ``candidates.jsonl`` and from judged predictions (``judge_lm``).
 
+The rows are built in :mod:`experiments.rows` (compile and distill runs are read with their producers' readers,
+:mod:`compile.run_reader` and :mod:`finetune.run_reader`), the claims in :mod:`experiments.claims`, the tables and
+``claims.md`` in :mod:`experiments.tables`, claim (c) in :mod:`experiments.quality`.
+
 Tests and notebooks inject ready LMs (``lm=``, ``judge_lm=``), per-row programs (``programs={"distilled_joint":
 callable}``), splits and the taxonomy into :func:`run_claims`.
 """

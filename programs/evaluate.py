@@ -10,7 +10,7 @@ Example::
 Baselines (frequency, markov, return_markov) are fitted on the train split; LM programs (two_step, joint,
 direct, hybrid) run with ``--lm`` (any spec :mod:`lms` resolves; hybrid also fits its baseline on train) and,
 with ``--judge_lm``, their reasons are judged. Scores come from :mod:`metrics.accuracy`. Each invocation writes
-a run directory (:mod:`programs.run_dir`) holding ``config.yaml`` (the resolved configuration),
+a run directory (:mod:`runkit.run_dir`) holding ``config.yaml`` (the resolved configuration),
 ``metrics.json`` (the results dict), ``predictions.jsonl`` (one record per example: reason, prediction,
 ranking, scores, verdict) and, for baselines, ``model.json``. :func:`run_evaluation` is the importable entry
 point; :func:`main` is a thin command-line wrapper that also prints the results table.

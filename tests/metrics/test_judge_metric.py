@@ -8,7 +8,7 @@ from dspy.utils.dummies import DummyLM
 
 from careers.history import CareerHistory
 from metrics.judge import ReasonJudge
-from metrics.judge_metric import JudgeMetric, _fallback_accuracy
+from metrics.judge_metric import JudgeMetric
 from programs.next_occupation import NextOccupation
 
 REASON = "Moved from retail into patient care at Mercy Hospital in 2011."
@@ -92,10 +92,10 @@ def test_judge_failure_counts_as_zero_and_is_named(taxonomy):
     assert "factuality: the judge could not score it" in out.feedback
 
 
-def test_fallback_accuracy_related_credit(taxonomy):
+def test_default_accuracy_related_credit(taxonomy):
     gold = make_example()
     related = taxonomy.related("29-1141.00")[0]
-    score = _fallback_accuracy(taxonomy)(gold, pred(occupation=related.title, code=related.code))
+    score = JudgeMetric(None, taxonomy).accuracy(gold, pred(occupation=related.title, code=related.code))
     assert score == pytest.approx(1 / (related.index + 1))
 
 

@@ -1,4 +1,4 @@
-"""programs.evaluate (run_evaluation, CLI) and the run-directory utilities of programs.run_dir."""
+"""programs.evaluate (run_evaluation, CLI) and the run-directory utilities of runkit (run_dir, files, config)."""
 
 from __future__ import annotations
 
