@@ -123,8 +123,11 @@ def test_cli_rejects_bad_config(tmp_path, capsys):
 
 def test_per_role_lm_specs_from_yaml_and_flags(tmp_path):
     from compile.config import OptimizeConfig
-    from compile.optimize import _lm_spec
+    from lms.resolve import lm_spec
     from runkit.config import load_config
+
+    def _lm_spec(spec, cfg, role="lm"):  # how compile.optimize applies the run's defaults to a role's spec
+        return lm_spec(spec, role=role, api_base=cfg.api_base, max_tokens=cfg.max_tokens)
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("teacher_lm: {model: hosted_vllm/qwen, api_base: 'http://gpu:8000/v1', temperature: 0.8}\n"
