@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
@@ -32,8 +33,8 @@ class OptimizeConfig:
     synthetic_persons: int = field(default=600, metadata={"help": "Persons generated when dataset is synthetic."})
     # program and LMs
     mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
-    teacher_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the teacher that writes candidate reasons: a spec string or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries} (YAML, or YAML flow text as a flag); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
-    judge_lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={"help": "LM of the judge: a spec string or a mapping like teacher_lm (e.g. {model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY}); 'heuristic' for the LM-free HeuristicJudge."})
+    teacher_lm: str | dict[str, Any] = field(default=DEFAULT_SPEC, metadata={"help": "LM of the teacher that writes candidate reasons: a spec string or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries} (YAML, or YAML flow text as a flag); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
+    judge_lm: str | dict[str, Any] = field(default=DEFAULT_SPEC, metadata={"help": "LM of the judge: a spec string or a mapping like teacher_lm (e.g. {model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY}); 'heuristic' for the LM-free HeuristicJudge."})
     judge_likelihood: bool = field(default=False, metadata={"help": "judge_lm: heuristic only: move utility by the gain in the (local) predictor's log-likelihood of the gold with the reason over without it (one forward pass per reason)."})
     predictor_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "LM spec (string or mapping) of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
     student_tokenizer: str | None = field(default=None, metadata={"help": "Evidence teacher: tokenizer that measures the 80-token reason budget: 'embedded' (the embedded Gemma 3 270M), a tokenizer.json path or a Hugging Face model folder; default a length estimate."})

@@ -57,6 +57,7 @@ from experiments.tables import (
     render_markdown,
 )
 from lms import usage
+from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from metrics.judge import ReasonJudge
 from runkit.cli import RUN_ERRORS, print_error, run_cli
@@ -81,7 +82,7 @@ class ClaimsConfig:
     n_test: int = field(default=40, metadata={
         "help": "Test persons: a seeded per-person sample (one transition each) of the test split, shared by all rows."})
     seed: int = field(default=0, metadata={"help": "Seed of the dataset split, the test sample and the bootstrap."})
-    lm: str | dict[str, Any] | None = field(default="local:gemma-3-270m", metadata={
+    lm: str | dict[str, Any] | None = field(default=DEFAULT_SPEC, metadata={
         "help": "LM of the zero-shot, optimized and hybrid rows: a spec string (local:gemma-3-270m, a litellm model) "
                 "or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}; null skips those "
                 "rows (reported as not run)."})

@@ -32,6 +32,7 @@ from careers.datasets import load_splits
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from lms import usage
+from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from metrics.accuracy import evaluate_predictions
 from metrics.judge import ReasonJudge
@@ -57,7 +58,7 @@ class EvalConfig:
 
     dataset: str = field(default="synthetic", metadata={"help": "Dataset spec: nlsy79, synthetic or jsonl:PATH."})
     program: str = field(default="markov", metadata={"help": f"Program to evaluate: {', '.join(PROGRAMS)}."})
-    lm: str | dict[str, Any] = field(default="local:gemma-3-270m", metadata={
+    lm: str | dict[str, Any] = field(default=DEFAULT_SPEC, metadata={
         "help": "LM of LM programs: a spec string (local:gemma-3-270m, local:/path[+adapter], a litellm model) or a "
                 "mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries}."})
     predictor_lm: str | dict[str, Any] | None = field(default=None, metadata={

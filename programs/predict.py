@@ -36,6 +36,7 @@ from careers.datasets import load_splits
 from careers.history import CareerHistory, Education, Job
 from careers.onet import OnetTaxonomy
 from careers.user_data import CSV_COLUMNS, CSV_REQUIRED, EDU_FIELDS, JOB_FIELDS, _cell, _entry_errors
+from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from programs.baselines import load_baseline
 from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
@@ -66,7 +67,7 @@ class PredictConfig:
     dataset: str | None = field(default=None, metadata={
         "help": "Dataset whose train split fits a supervised baseline or the hybrid's candidates (nlsy79, synthetic, "
                 "jsonl:PATH)."})
-    lm: Any = field(default="local:gemma-3-270m", metadata={
+    lm: Any = field(default=DEFAULT_SPEC, metadata={
         "help": "LM of LM programs: a spec string or a mapping {model, api_base, api_key_env, max_tokens, "
                 "temperature, num_retries} (see lms.resolve.lm_spec)."})
     predictor_lm: Any = field(default=None, metadata={"help": "Separate LM of the occupation step (two-model mode)."})
