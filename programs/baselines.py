@@ -395,16 +395,24 @@ BASELINES: dict[str, type[_StateBaseline]] = {
 }
 
 
+#: Every baseline kind, including the GRU ``sequence`` baseline of :mod:`programs.sequence_model` (loaded lazily).
+BASELINE_KINDS: tuple[str, ...] = tuple(sorted(BASELINES)) + ("sequence",)
+
+
 def make_baseline(name: str, **kwargs: Any) -> _StateBaseline:
-    """Builds an unfitted baseline by name (``frequency``, ``markov`` or ``return_markov``).
+    """Builds an unfitted baseline by name (``frequency``, ``markov``, ``return_markov`` or ``sequence``).
 
     Raises:
         ValueError: For an unknown name, listing the known ones.
     """
+    if name == "sequence":  # the neural baseline needs torch: imported only when asked for
+        from programs.sequence_model import SequenceBaseline
+
+        return SequenceBaseline(**kwargs)
     try:
         return BASELINES[name](**kwargs)
     except KeyError:
-        raise ValueError(f"Unknown baseline {name!r}; choose one of {sorted(BASELINES)}.") from None
+        raise ValueError(f"Unknown baseline {name!r}; choose one of {sorted(BASELINE_KINDS)}.") from None
 
 
 def load_baseline(path: str | os.PathLike, taxonomy: OnetTaxonomy | None = None) -> _StateBaseline:
