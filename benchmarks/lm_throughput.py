@@ -38,9 +38,10 @@ from careers.datasets import load_dataset  # noqa: E402
 from careers.onet import OnetTaxonomy  # noqa: E402
 from careers.splits import sample_per_person  # noqa: E402
 from lms.chat_template import render_prompt  # noqa: E402
-from lms.constrained import rank_beam, rank_trie  # noqa: E402
+from lms.constrained import rank_trie  # noqa: E402
 from lms.generation import Segment, encode_ids, generate_segments, prefill  # noqa: E402
 from lms.hardware import cpu_info, gpu_info, matmul_gflops  # noqa: E402
+from lms.ranking import rank_beam  # noqa: E402
 from programs import NextOccupation  # noqa: E402
 
 logger = logging.getLogger(__name__)

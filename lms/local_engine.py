@@ -140,8 +140,8 @@ class LocalEngine(OptionRanking):
         choice_decoding: ``'ranked'`` (default): a greedy closed-option field (the occupation) answers the top
             option of the ranking, which is kept so :meth:`rank` on the same prompt costs nothing; ``'greedy'``:
             token-by-token constrained greedy decoding.
-        ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (the beam where its certificate proves it
-            exact, else the best-first search over the whole trie, which is slow).
+        ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (best-first search over the trie with tree
+            attention, :func:`lms.ranking.rank_tree`; exact, several times slower than the beam).
         rank_width: Beams per prompt in beam ranking.
         rank_first_width: Beams per prompt after the first token (a wider first step; 0: ``rank_width``).
         rank_k: Options kept per ranked prompt.

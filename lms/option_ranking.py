@@ -1,9 +1,9 @@
 """Closed-option ranking for :class:`lms.local_engine.LocalEngine`: option tries, the ranking memo and ``rank``.
 
 A greedy closed-option field (the O*NET occupation) is answered by the top option of a ranking (``choice_decoding=
-'ranked'``): a beam over the option trie (:func:`lms.constrained.rank_beam`) for the batch's prompts, or the exact
-search where a beam's certificate does not prove it exact (``ranking='exact'``). Rankings are kept per prompt, so
-:meth:`OptionRanking.rank` on a prompt the engine already answered costs nothing.
+'ranked'``): a beam over the option trie (:func:`lms.ranking.rank_beam`) for the batch's prompts, or the exact
+best-first search with tree attention (``ranking='exact'``, :func:`lms.ranking.rank_tree`). Rankings are kept
+per prompt, so :meth:`OptionRanking.rank` on a prompt the engine already answered costs nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 from lms import structured
 from lms.chat_template import end_of_turn_ids, normalize_messages, render_prompt
-from lms.constrained import OptionTrie, rank_beam, rank_trie
+from lms.constrained import OptionTrie
 from lms.generation import Segment, SegmentResult
 from lms.model_store import LoadedModel
+from lms.ranking import rank_beam, rank_tree
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +74,16 @@ class OptionRanking:
             self.stats["rank_calls"] += 1
             certificates: list[bool] = []
             with loaded.lock, torch.inference_mode():
-                lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
-                                  first_width=self.rank_first_width,
-                                  pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
-                                  share_prefix=self.share_prefix, certificates=certificates)
-                if self.ranking == "exact":  # the beam's top-k is kept where it is provably exact
-                    lists = [ranking if certified else rank_trie(loaded.model, prompts[i], trie, depth)
-                             for i, ranking, certified in zip(todo, lists, certificates, strict=True)]
+                if self.ranking == "exact":
+                    lists = rank_tree(loaded.model, [prompts[i] for i in todo], trie, depth,
+                                      pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
+                                      share_prefix=self.share_prefix)
+                    certificates = [True] * len(todo)
+                else:
+                    lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
+                                      first_width=self.rank_first_width, pad=loaded.tokenizer.pad_token_id,
+                                      prefix_cache=self.prefix_cache(loaded), share_prefix=self.share_prefix,
+                                      certificates=certificates)
             self.stats["rank_certified"] = self.stats.get("rank_certified", 0) + sum(certificates)
             with self._ranked_lock:
                 for i, ranking in zip(todo, lists, strict=True):

@@ -393,21 +393,3 @@ class ReturnAwareMarkov(MarkovBaseline):
 BASELINES: dict[str, type[_StateBaseline]] = {
     cls.kind: cls for cls in (FrequencyBaseline, MarkovBaseline, ReturnAwareMarkov)
 }
-
-
-def make_baseline(name: str, **kwargs: Any) -> _StateBaseline:
-    """Builds an unfitted baseline by name (``frequency``, ``markov`` or ``return_markov``).
-
-    Raises:
-        ValueError: For an unknown name, listing the known ones.
-    """
-    try:
-        return BASELINES[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"Unknown baseline {name!r}; choose one of {sorted(BASELINES)}.") from None
-
-
-def load_baseline(path: str | os.PathLike, taxonomy: OnetTaxonomy | None = None) -> _StateBaseline:
-    """Loads any baseline saved with ``save`` (the class is read from the file)."""
-    kind = json.loads(Path(path).read_text(encoding="utf-8")).get("kind")
-    return make_baseline(str(kind), taxonomy=taxonomy).load(path)

@@ -6,14 +6,16 @@ Example::
     python -m programs.evaluate --dataset nlsy79 --program two_step --lm local:gemma-3-270m --max_examples 50
     python -m programs.evaluate --program joint --lm openai/gpt-4.1-mini --judge_lm openai/gpt-4.1-mini
     python -m programs.evaluate --config configs/eval.yaml --k 10
+    python -m programs.evaluate --dataset nlsy79 --program sequence --baseline_options "{hidden_size: 128, epochs: 20}"
 
-Baselines (frequency, markov, return_markov) are fitted on the train split; LM programs (two_step, joint,
-direct, hybrid) run with ``--lm`` (any spec :mod:`lms` resolves; hybrid also fits its baseline on train) and,
+Baselines (frequency, markov, return_markov, and the GRU ``sequence`` model) are fitted on the train split; LM
+programs (two_step, joint, direct, hybrid) run with ``--lm`` (any spec :mod:`lms` resolves; hybrid also fits its baseline on train) and,
 with ``--judge_lm``, their reasons are judged. Scores come from :mod:`metrics.accuracy`. Each invocation writes
 a run directory (:mod:`runkit.run_dir`) holding ``config.yaml`` (the resolved configuration),
 ``metrics.json`` (the results dict), ``predictions.jsonl`` (one record per example: reason, prediction,
-ranking, scores, verdict) and, for baselines, ``model.json``. :func:`run_evaluation` is the importable entry
-point; :func:`main` is a thin command-line wrapper that also prints the results table.
+ranking, scores, verdict) and, for baselines, ``model.json`` (plus ``model.safetensors`` for ``sequence``).
+:func:`run_evaluation` is the importable entry point; :func:`main` is a thin command-line wrapper that also prints
+the results table.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from metrics.accuracy import evaluate_predictions
 from metrics.judge import ReasonJudge
-from programs.baselines import BASELINES, make_baseline
+from programs.baseline_registry import BASELINE_KINDS, make_baseline
 from programs.factory import build_program
 from programs.scoring import score_program
 from runkit.cli import RUN_ERRORS, print_error, run_cli
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 LM_PROGRAMS = ("two_step", "joint", "direct", "hybrid")
-PROGRAMS = tuple(sorted(BASELINES)) + LM_PROGRAMS
+PROGRAMS = BASELINE_KINDS + LM_PROGRAMS
 TABLE_COLUMNS = ("AccEM", "AccRM", "Acc@{k}", "MRR", "soc_major", "n")
 
 
@@ -81,6 +83,9 @@ class EvalConfig:
     alpha: float = field(default=0.1, metadata={"help": "Add-alpha smoothing pseudo-count of the baselines."})
     lam: float | None = field(default=None, metadata={
         "help": "Return weight of return_markov in [0, 1]; default: the train rate of returns."})
+    baseline_options: str | dict[str, Any] | None = field(default=None, metadata={
+        "help": "Options of the sequence baseline as a YAML mapping, e.g. '{hidden_size: 128, epochs: 20, lr: 0.003, "
+                "dropout: 0.2, max_minutes: 10, cache_dir: runs/cache}' (see programs.sequence_model.SequenceConfig)."})
     max_examples: int | None = field(default=None, metadata={
         "help": "Evaluate a seeded sample of N persons (one transition each) of the split; default all examples."})
     json_fallback: bool = field(default=False, metadata={
@@ -107,6 +112,18 @@ class EvalConfig:
             raise ValueError(f"max_examples must be positive, got {self.max_examples}.")
         if not self.dataset:
             raise ValueError("dataset must not be empty (nlsy79, synthetic or jsonl:PATH).")
+        if isinstance(self.baseline_options, str):
+            import yaml
+
+            try:
+                self.baseline_options = yaml.safe_load(self.baseline_options)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"baseline_options is not a YAML mapping ({exc}).") from None
+        if self.baseline_options is not None and not isinstance(self.baseline_options, dict):
+            raise ValueError("baseline_options must be a mapping such as '{hidden_size: 128, epochs: 20}', got "
+                             f"{self.baseline_options!r}.")
+        if self.baseline_options and self.program != "sequence":
+            raise ValueError(f"baseline_options apply to --program sequence only, not {self.program!r}.")
 
 
 def _load_splits(config: EvalConfig) -> Any:
@@ -169,6 +186,8 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
     kwargs: dict[str, Any] = {"k": config.k, "alpha": config.alpha, "taxonomy": taxonomy}
     if config.program == "return_markov":
         kwargs["lam"] = config.lam
+    if config.program == "sequence":
+        kwargs.update(seed=config.seed, **(config.baseline_options or {}))
     model = make_baseline(config.program, **kwargs).fit(train)
     model.save(run_dir / "model.json")
     logger.info("Fitted %s on %d train examples; evaluating %d %s examples", config.program, len(train),
@@ -195,7 +214,8 @@ def run_evaluation(config: EvalConfig, *, splits: Any = None, taxonomy: OnetTaxo
         "metrics": scored,
         "n_train": len(train),
         "dataset_stats": dict(getattr(splits, "stats", {}) or {}),
-        "model": {"lam": getattr(model, "lam", None), "exclude_current": model.exclude_current},
+        "model": {"lam": getattr(model, "lam", None), "exclude_current": model.exclude_current,
+                  **({"training": model.train_summary} if config.program == "sequence" else {})},
         "seconds": round(time.perf_counter() - t0, 2),
         "run_dir": str(run_dir),
     }

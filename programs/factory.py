@@ -1,6 +1,7 @@
 """Build any program of the project by name, for the evaluate CLI and experiments.
 
-Names: ``frequency``, ``markov``, ``return_markov`` (LM-free baselines, fitted on ``trainset``), ``two_step``,
+Names: ``frequency``, ``markov``, ``return_markov``, ``sequence`` (LM-free baselines, fitted on ``trainset``; ``sequence``
+is the GRU of :mod:`programs.sequence_model`), ``two_step``,
 ``joint``, ``direct`` (:class:`programs.next_occupation.NextOccupation` modes) and ``hybrid`` (a fitted baseline's
 candidates feeding the reasoned program). Baselines are imported lazily, so the LM programs build without them.
 """
@@ -14,13 +15,13 @@ from typing import Any
 import dspy
 
 from careers.onet import OnetTaxonomy
-from programs.baselines import make_baseline
+from programs.baseline_registry import make_baseline
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 
 logger = logging.getLogger(__name__)
 
-BASELINE_NAMES = ("frequency", "markov", "return_markov")
+BASELINE_NAMES = ("frequency", "markov", "return_markov", "sequence")
 LM_NAMES = ("two_step", "joint", "direct")
 PROGRAM_NAMES = BASELINE_NAMES + LM_NAMES + ("hybrid",)
 
@@ -32,7 +33,7 @@ def build_baseline(
     trainset: Sequence[dspy.Example] | None = None,
     **kwargs: Any,
 ) -> dspy.Module:
-    """Builds a baseline (``frequency``, ``markov``, ``return_markov``) and fits it when ``trainset`` is given.
+    """Builds a baseline (``frequency``, ``markov``, ``return_markov``, ``sequence``); fits it when given ``trainset``.
 
     Raises:
         ValueError: For an unknown name.
@@ -68,7 +69,8 @@ def build_program(
             :mod:`metrics.judge`), so it is ignored here.
         taxonomy: The O*NET taxonomy (loaded lazily by the LM programs when None).
         trainset: Training examples; required to fit the baselines and the hybrid program's baseline.
-        **kw: Program options. Baselines: ``k``, ``alpha``, ... LM programs: ``k``, ``data_dir``, ``reasoner_lm``,
+        **kw: Program options. Baselines: ``k``, ``alpha``, ... (``sequence``: also ``seed``, ``cache_dir`` and the
+            :class:`programs.sequence_model.SequenceConfig` fields such as ``hidden_size``, ``epochs``). LM programs: ``k``, ``data_dir``, ``reasoner_lm``,
             ``predictor_lm``. Hybrid: ``baseline`` (a name, default ``return_markov``, or a fitted baseline),
             ``baseline_kwargs`` (dict), ``k_candidates``, ``mode`` (default ``two_step``), and the LM options.
 

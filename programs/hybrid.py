@@ -23,7 +23,7 @@ from typing import Any
 import dspy
 
 from careers.history import CareerHistory
-from programs.baselines import load_baseline
+from programs.baseline_registry import load_baseline
 from programs.manifest import safe_child
 from programs.next_occupation import NextOccupation
 from signatures import (

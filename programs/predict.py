@@ -38,7 +38,7 @@ from careers.onet import OnetTaxonomy
 from careers.user_data import CSV_COLUMNS, CSV_REQUIRED, EDU_FIELDS, JOB_FIELDS, _cell, _entry_errors
 from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
-from programs.baselines import load_baseline
+from programs.baseline_registry import load_baseline
 from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
 from programs.next_occupation import NextOccupation
 from programs.scoring import predict_batch

@@ -24,10 +24,8 @@ FLOORS: dict[str, int] = {"careers": 0, "lms": 0, "signatures": 0, "runkit": 1, 
                           "compile": 3, "finetune": 4, "experiments": 5, "benchmarks": 5}
 HEAVY = frozenset({"torch", "transformers", "trl", "peft", "optuna", "matplotlib", "accelerate", "datasets"})
 MAX_LINES = 450
-# Known exceptions, each with its reason. lms.constrained reaches lms.generation's prefill helpers through a
-# function-level import while lms.generation imports lms.constrained: the helpers move to their own module with the
-# concurrent work on the decoding modules (lms.generation, lms.constrained), not here.
-KNOWN_LATE = {("lms.constrained", "lms.generation"), ("lms.constrained", "lms.progress")}
+# Known exceptions to the function-level import rule, (importer, imported) pairs, each with its reason (none now).
+KNOWN_LATE: set[tuple[str, str]] = set()
 
 
 @dataclass

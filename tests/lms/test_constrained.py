@@ -6,10 +6,11 @@ import pytest
 import torch
 from tiny_lm_factory import OPTIONS
 
-from lms.constrained import OptionTrie, rank_beam, rank_trie
+from lms.constrained import OptionTrie, rank_trie
 from lms.generation import _head_logits
 from lms.local_engine import _terminators
 from lms.model_store import load_local_model
+from lms.ranking import rank_beam
 
 
 @pytest.fixture(scope="module")

@@ -125,11 +125,11 @@ def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import lms.constrained
     import lms.option_ranking
+    import lms.ranking
 
     seen = []
-    real = lms.constrained.rank_beam
+    real = lms.ranking.rank_beam
 
     def spy(*args, **kwargs):
         seen.append(threading.current_thread().name)

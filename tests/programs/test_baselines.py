@@ -7,13 +7,12 @@ import pytest
 
 from careers.history import CareerHistory
 from metrics.accuracy import AccEM
+from programs.baseline_registry import load_baseline, make_baseline
 from programs.baselines import (
     FrequencyBaseline,
     MarkovBaseline,
     ReturnAwareMarkov,
     examples_with_states,
-    load_baseline,
-    make_baseline,
 )
 
 A, B, C, D = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"

@@ -153,7 +153,7 @@ def test_factory_builds_hybrid(taxonomy):
 
 
 def test_factory_unknown_name():
-    assert set(PROGRAM_NAMES) == {"frequency", "markov", "return_markov", "two_step", "joint", "direct", "hybrid"}
+    assert set(PROGRAM_NAMES) == {"frequency", "markov", "return_markov", "sequence", "two_step", "joint", "direct", "hybrid"}
     with pytest.raises(ValueError, match="Unknown program"):
         build_program("nope")
 

@@ -15,7 +15,7 @@ import pytest
 from rel_helpers import scripted_lm
 
 from careers.history import CareerHistory
-from programs.baselines import load_baseline, make_baseline
+from programs.baseline_registry import load_baseline, make_baseline
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 from runkit.run_dir import make_run_dir

@@ -1,0 +1,281 @@
+"""Top-k option ranking over an option trie: a beam (:func:`rank_beam`) and an exact best-first search decoded
+with tree attention (:func:`rank_tree`).
+
+In the exact search every prompt keeps one KV cache: its prompt, then each trie node it expands, appended in the order expanded. A
+step feeds the best frontier nodes of every prompt at once; each node attends to its prompt and its own ancestors
+only (a 4-D mask per layer type, the sliding-window layers' window kept), so no prompt cache is ever copied per
+beam. Nodes are expanded best first while their score is above the prompt's k-th completed option; scores only
+fall along a path, so the result is the exact top-k of :func:`lms.constrained.rank_trie`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from lms.constrained import OptionTrie, _logits
+from lms.generation import encode_ids, prefill
+from lms.progress import count_tokens
+
+logger = logging.getLogger(__name__)
+
+_HEAD_ROWS = 256  # hidden states per LM-head chunk (bounds the float32 logits buffer)
+
+
+@dataclass
+class _Row:
+    """Search state of one prompt."""
+
+    last_pos: int  # position id of the prompt's last token
+    frontier: list = field(default_factory=list)  # heap of (-score, tiebreak, node, parent slot, depth, token)
+    finished: list = field(default_factory=list)  # (score, option)
+    ancestors: list = field(default_factory=list)  # per tree slot: slots of its ancestors and itself
+    expanded: int = 0
+
+    def bound(self, k: int) -> float:
+        if len(self.finished) < k:
+            return float("-inf")
+        return heapq.nsmallest(1, heapq.nlargest(k, (s for s, _ in self.finished)))[0]
+
+
+@torch.inference_mode()
+def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pad: int = 0,
+              prefix_cache: Any = None, share_prefix: bool = True, step_nodes: int = 64, max_rows: int = 16,
+              max_nodes: int = 4096, stats: dict[str, int] | None = None) -> list[list[tuple[str, float]]]:
+    """Exact top-k options per prompt (``log P(option tokens, terminator | prompt)``), all prompts searched together.
+
+    Args:
+        model: The causal LM (a decoder whose forward accepts a per-layer-type mask mapping, as Gemma 3 and Llama
+            do in transformers >= 4.56).
+        prompts: Token ids of each prompt, ending right before the value.
+        trie: The allowed options.
+        k: How many options to return per prompt.
+        pad: Padding token id.
+        prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` for the prompts' shared prefix.
+        share_prefix: Prefill the prompts' common prefix once.
+        step_nodes: Most nodes per prompt fed in one forward pass.
+        max_rows: Prompts searched together; more are ranked in chunks.
+        max_nodes: Safety cap on expanded nodes per prompt; past it the best completed options are returned (and
+            a warning is logged).
+        stats: If given, ``expanded`` (nodes fed) and ``steps`` (forward passes) are added to it.
+
+    Returns:
+        One ``[(option, logprob), ...]`` list per prompt, best first.
+    """
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(prompts), max_rows):
+        out.extend(_rank_chunk(model, prompts[start:start + max_rows], trie, k, pad, prefix_cache, share_prefix,
+                               step_nodes, max_nodes, stats if stats is not None else {}))
+    return out
+
+
+def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_nodes, max_nodes, stats):
+    device = model.device
+    enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
+    hidden, cache, mask, positions = prefill(model, enc, cache)
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    default_type = "sliding_attention" if window else "full_attention"
+    layer_types = list(getattr(config, "layer_types", None) or [default_type] * config.num_hidden_layers)
+    # One plain (never truncated) layer per model layer, holding the prompt's keys and values.
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
+    prompt_len = {t: next(kv[i][0].shape[-2] for i, lt in enumerate(layer_types) if lt == t) for t in set(layer_types)}
+    tree = DynamicCache(ddp_cache_data=kv)
+    real = mask.bool()  # [B, L] prompt tokens that are not padding
+    rows = [_Row(last_pos=int(p)) for p in positions[:, -1].tolist()]
+    counter = itertools.count()
+    terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
+    _push(rows, [(i, trie.root, -1, 0, 0.0) for i in range(len(rows))], _scores(model, hidden), terminators, counter)
+    eager = getattr(config, "_attn_implementation", "sdpa") == "eager"
+    tree_len = 0
+    while True:
+        feed = []  # per prompt: the nodes fed this step
+        for row in rows:
+            bound = row.bound(k)
+            picked = []
+            while row.frontier and len(picked) < step_nodes and -row.frontier[0][0] > bound:
+                if row.expanded + len(picked) >= max_nodes:
+                    logger.warning("rank_tree hit max_nodes=%d for a prompt; returning its best completed options",
+                                   max_nodes)
+                    row.frontier.clear()
+                    break
+                picked.append(heapq.heappop(row.frontier))
+            feed.append(picked)
+        width = max(len(p) for p in feed)
+        if width == 0:
+            break
+        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        tree_mask = torch.zeros((len(rows), width, tree_len + width), dtype=torch.bool)
+        for r, (row, picked) in enumerate(zip(rows, feed, strict=True)):
+            for q in range(width):
+                slot = tree_len + q
+                if q < len(picked):
+                    _, _, node, parent, depth, token = picked[q]
+                    chain = (row.ancestors[parent] if parent >= 0 else []) + [slot]
+                    tokens[r, q], pos[r, q] = token, row.last_pos + depth
+                else:  # padding: attends to itself only, never attended to
+                    chain = [slot]
+                    pos[r, q] = row.last_pos + 1
+                row.ancestors.append(chain)
+                tree_mask[r, q, chain] = True
+            row.expanded += len(picked)
+        tokens, pos, tree_mask = tokens.to(device), pos.to(device), tree_mask.to(device)
+        masks = {}
+        for layer_type, length in prompt_len.items():
+            prompt_part = real[:, real.shape[1] - length:][:, None, :].expand(-1, width, -1)
+            if layer_type == "sliding_attention" and window:
+                kv_pos = positions[:, positions.shape[1] - length:]
+                prompt_part = prompt_part & (kv_pos[:, None, :] > pos[:, :, None] - window)
+            full = torch.cat([prompt_part, tree_mask], dim=-1)[:, None]
+            masks[layer_type] = _additive(full, model.dtype) if eager else full
+        # a mapping per layer type where the model mixes them (Gemma 3), else the one 4-D mask
+        attention = masks if len(masks) > 1 else next(iter(masks.values()))
+        out = model.get_decoder()(input_ids=tokens, attention_mask=attention, position_ids=pos, cache=tree,
+                                  use_cache=True).last_hidden_state
+        count_tokens(sum(len(p) for p in feed))
+        stats["steps"] = stats.get("steps", 0) + 1
+        stats["expanded"] = stats.get("expanded", 0) + sum(len(p) for p in feed)
+        flat = [(r, q) for r, picked in enumerate(feed) for q in range(len(picked))]
+        index = torch.tensor(flat, dtype=torch.long, device=device)
+        logprobs = _scores(model, out[index[:, 0], index[:, 1]])
+        items = []
+        for (r, q) in flat:
+            negative, _, node, _, depth, _ = feed[r][q]
+            items.append((r, node, tree_len + q, depth, -negative))
+        _push(rows, items, logprobs, terminators, counter)
+        tree_len += width
+    return [[(option, score) for score, option in sorted(row.finished, key=lambda item: -item[0])[:k]]
+            for row in rows]
+
+
+
+@torch.inference_mode()
+def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
+              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64,
+              certificates: list[bool] | None = None, first_width: int = 0) -> list[list[tuple[str, float]]]:
+    """Top-k options per prompt by beam search over the trie, all prompts decoded together.
+
+    Each prompt keeps its ``width`` best partial options; one step extends every beam by one token, reusing the
+    prompt's KV cache (computed once, the batch's shared prefix once for all prompts). An option's score is exact
+    (``log P(option tokens, terminator | prompt)``, the same as :func:`rank_trie`); what a beam can miss is an
+    option whose prefix fell out of the ``width`` best at some depth. A beam whose score is already below the
+    prompt's k-th completed option is dropped (its completions can only score lower). A prompt's top-k is provably
+    exact when no partial option that fell out of the beam scored above its k-th result; pass a list as
+    ``certificates`` to receive that flag per prompt.
+
+    Args:
+        model: The causal LM.
+        prompts: Token ids of each prompt, ending right before the value.
+        trie: The allowed options.
+        k: How many options to return per prompt.
+        width: Beams kept per prompt (at least ``k``).
+        pad: Padding token id.
+        prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` for the prompts' shared prefix.
+        share_prefix: Prefill the prompts' common prefix once.
+        max_rows: Most beam rows decoded at once; more prompts are ranked in chunks.
+        certificates: If given, one bool per prompt is appended: whether its top-k is provably the exact top-k.
+        first_width: Beams kept per prompt after the first token (default ``width``). The first token of a title
+            says little about the whole (a base model spreads its probability over hundreds of first tokens), so a
+            wider first step finds short, likely titles a narrow beam prunes.
+
+    Returns:
+        One ``[(option, logprob), ...]`` list per prompt, best first.
+    """
+    width = max(width, k)
+    first_width = max(first_width, width)
+    per_chunk = max(1, max_rows // first_width)
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(prompts), per_chunk):
+        chunk = prompts[start:start + per_chunk]
+        pruned = [float("-inf")] * len(chunk)
+        ranked = _rank_beam_chunk(model, chunk, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width)
+        out.extend(ranked)
+        if certificates is not None:
+            certificates.extend(len(r) == min(k, len(trie.options)) and (len(r) < k or pruned[i] <= r[-1][1])
+                                for i, r in enumerate(ranked))
+    return out
+
+
+def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width):
+    device = model.device
+    terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
+    enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
+    hidden, cache, mask, positions = prefill(model, enc, cache)
+    body = model.get_decoder()
+    logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+    next_pos = positions[:, -1] + 1
+    finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
+    # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
+    roots = [(0.0, p, p, trie.root, None) for p in range(len(prompts))]
+    beams = _expand(roots, logprobs, terminators, finished, k, first_width, pruned)
+    while beams:
+        rows = torch.tensor([b[2] for b in beams], dtype=torch.long, device=device)
+        cache.batch_select_indices(rows)
+        mask = torch.cat([mask[rows], torch.ones((len(beams), 1), dtype=mask.dtype, device=device)], dim=1)
+        next_pos = next_pos[rows]
+        tokens = torch.tensor([[b[4]] for b in beams], dtype=torch.long, device=device)
+        hidden = body(input_ids=tokens, attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
+                      use_cache=True).last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+        count_tokens(len(beams))
+        logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
+        beams = _expand([(score, p, row, node, None) for row, (score, p, _, node, _) in enumerate(beams)], logprobs,
+                        terminators, finished, k, width, pruned)
+    return [[(option, score) for score, option in sorted(done, key=lambda item: -item[0])[:k]] for done in finished]
+
+
+def _expand(beams, logprobs, terminators, finished, k, width, pruned):
+    """Score each beam's completion and children; keep the ``width`` best children per prompt above the bound
+    (``pruned[prompt]`` keeps the best score of a child that fell out of the beam)."""
+    end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
+    children: dict[int, list[tuple[float, int, int, Any, int]]] = {}
+    for row, (score, prompt, _, node, _) in enumerate(beams):
+        if node.option is not None and end is not None:
+            finished[prompt].append((score + end[row], node.option))
+        if node.children:
+            tokens = list(node.children)
+            values = logprobs[row, torch.tensor(tokens, device=logprobs.device)].tolist()
+            for token, value in zip(tokens, values, strict=True):
+                children.setdefault(prompt, []).append((score + value, prompt, row, node.children[token], token))
+    kept = []
+    for prompt, items in children.items():
+        done = finished[prompt]
+        bound = sorted((s for s, _ in done), reverse=True)[k - 1] if len(done) >= k else float("-inf")
+        items.sort(key=lambda item: -item[0])
+        if len(items) > width:
+            pruned[prompt] = max(pruned[prompt], items[width][0])
+        kept.extend(item for item in items[:width] if item[0] > bound)
+    return kept
+
+
+def _scores(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 log-probabilities of the next token after each hidden state, in chunks."""
+    return torch.cat([torch.log_softmax(_logits(model, hidden[i:i + _HEAD_ROWS]), dim=-1)
+                      for i in range(0, hidden.shape[0], _HEAD_ROWS)])
+
+
+def _push(rows, items, logprobs, terminators, counter) -> None:
+    """Record each expanded node's completion and push its children (``items``: row, node, slot, depth, score)."""
+    end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
+    for i, (r, node, slot, depth, score) in enumerate(items):
+        row = rows[r]
+        if node.option is not None and end is not None:
+            row.finished.append((score + end[i], node.option))
+        if node.children:
+            tokens = list(node.children)
+            values = logprobs[i, torch.tensor(tokens, device=logprobs.device)].tolist()
+            for token, value in zip(tokens, values, strict=True):
+                heapq.heappush(row.frontier, (-(score + value), next(counter), node.children[token], slot, depth + 1,
+                                              token))
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return out.masked_fill_(~allowed, torch.finfo(dtype).min)
