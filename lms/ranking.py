@@ -25,7 +25,7 @@ from lms.progress import count_tokens
 
 logger = logging.getLogger(__name__)
 
-_HEAD_ROWS = 256  # hidden states per LM-head chunk (bounds the float32 logits buffer)
+_HEAD_ROWS = 128  # hidden states per LM-head chunk (bounds the float32 logits buffer)
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
     rows = [_Row(last_pos=int(p)) for p in positions[:, -1].tolist()]
     counter = itertools.count()
     terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
-    _push(rows, [(i, trie.root, -1, 0, 0.0) for i in range(len(rows))], _scores(model, hidden), terminators, counter)
+    _push(model, rows, [(i, trie.root, -1, 0, 0.0) for i in range(len(rows))], hidden, terminators, counter)
     eager = getattr(config, "_attn_implementation", "sdpa") == "eager"
     tree_len = 0
     while True:
@@ -144,12 +144,12 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
         stats["expanded"] = stats.get("expanded", 0) + sum(len(p) for p in feed)
         flat = [(r, q) for r, picked in enumerate(feed) for q in range(len(picked))]
         index = torch.tensor(flat, dtype=torch.long, device=device)
-        logprobs = _scores(model, out[index[:, 0], index[:, 1]])
+        fed = out[index[:, 0], index[:, 1]]
         items = []
         for (r, q) in flat:
             negative, _, node, _, depth, _ = feed[r][q]
             items.append((r, node, tree_len + q, depth, -negative))
-        _push(rows, items, logprobs, terminators, counter)
+        _push(model, rows, items, fed, terminators, counter)
         tree_len += width
     return [[(option, score) for score, option in sorted(row.finished, key=lambda item: -item[0])[:k]]
             for row in rows]
@@ -255,25 +255,26 @@ def _expand(beams, logprobs, terminators, finished, k, width, pruned):
     return kept
 
 
-def _scores(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """Float32 log-probabilities of the next token after each hidden state, in chunks."""
-    return torch.cat([torch.log_softmax(_logits(model, hidden[i:i + _HEAD_ROWS]), dim=-1)
-                      for i in range(0, hidden.shape[0], _HEAD_ROWS)])
-
-
-def _push(rows, items, logprobs, terminators, counter) -> None:
-    """Record each expanded node's completion and push its children (``items``: row, node, slot, depth, score)."""
-    end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
-    for i, (r, node, slot, depth, score) in enumerate(items):
-        row = rows[r]
-        if node.option is not None and end is not None:
-            row.finished.append((score + end[i], node.option))
-        if node.children:
-            tokens = list(node.children)
-            values = logprobs[i, torch.tensor(tokens, device=logprobs.device)].tolist()
-            for token, value in zip(tokens, values, strict=True):
-                heapq.heappush(row.frontier, (-(score + value), next(counter), node.children[token], slot, depth + 1,
-                                              token))
+def _push(model, rows, items, hidden, terminators, counter) -> None:
+    """Record each expanded node's completion and push its children (``items``: row, node, slot, depth, score; one
+    hidden state each). Only the log-probabilities the search needs leave the LM head, chunk by chunk."""
+    for start in range(0, len(items), _HEAD_ROWS):
+        chunk = items[start:start + _HEAD_ROWS]
+        logits = _logits(model, hidden[start:start + _HEAD_ROWS])
+        norm = torch.logsumexp(logits, dim=-1)
+        end = (torch.logsumexp(logits[:, terminators], dim=-1) - norm).tolist() if terminators.numel() else None
+        width = max(len(node.children) for _, node, _, _, _ in chunk)
+        if width:
+            index = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (_, node, _, _, _) in enumerate(chunk):
+                index[i, : len(node.children)] = torch.tensor(list(node.children), dtype=torch.long)
+            values = (logits.gather(1, index.to(logits.device)) - norm[:, None]).tolist()
+        for i, (r, node, slot, depth, score) in enumerate(chunk):
+            row = rows[r]
+            if node.option is not None and end is not None:
+                row.finished.append((score + end[i], node.option))
+            for (token, child), value in zip(node.children.items(), values[i] if width else [], strict=False):
+                heapq.heappush(row.frontier, (-(score + value), next(counter), child, slot, depth + 1, token))
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
