@@ -9,6 +9,7 @@
 #   DATASETS="nlsy79"          restricts the datasets (space or comma list; default: synthetic nlsy79)
 #   STUDENTS="joint"           trains only these students (space or comma list; default: joint two_model direct)
 #   CLAIMS=0                   skips the claims step (e.g. while training students one at a time)
+#   COMPILE_ARGS, DISTILL_ARGS, CLAIMS_ARGS   extra flags of each step (e.g. the test suite's tiny version)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -42,7 +43,7 @@ for ds in $DATASETS; do
     step "compile $ds: done ($compile_run/metrics.json), skipped"
   else
     step "compile $ds"
-    $PY -m compile.optimize --config "$compile_config" --run_name "laptop-$ds" \
+    $PY -m compile.optimize --config "$compile_config" --run_name "laptop-$ds" ${COMPILE_ARGS:-} \
         2>&1 | tee "runs/logs/compile_laptop-$ds.log" | tail -40
     ran=1
   fi
@@ -59,7 +60,7 @@ for ds in $DATASETS; do
     step "distill $ds $mode ($max_rows rows at most)"
     start=$(date +%s)
     $PY -m finetune.distill --config configs/distill_laptop.yaml --from_run "$compile_run" --mode "$mode" \
-        --run_name "laptop-$ds-$mode" --max_train_rows "$max_rows" --resume true \
+        --run_name "laptop-$ds-$mode" --max_train_rows "$max_rows" --resume true ${DISTILL_ARGS:-} \
         2>&1 | tee "runs/logs/distill_laptop-$ds-$mode.log" | tail -30
     echo "student $ds $mode: training wall time $(($(date +%s) - start)) s (this invocation)"
     ran=1
@@ -72,7 +73,7 @@ elif [ "$ran" = 0 ] && [ -f runs/claims/laptop/claims.json ]; then
 else
   step claims
   datasets=$(echo $DATASETS | tr ' ' ',')
-  $PY -m experiments.paper_claims --config configs/claims_laptop.yaml --datasets "$datasets" \
+  $PY -m experiments.paper_claims --config configs/claims_laptop.yaml --datasets "$datasets" ${CLAIMS_ARGS:-} \
       2>&1 | tee runs/logs/claims_laptop.log | tail -80
 fi
 step done

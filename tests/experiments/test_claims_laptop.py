@@ -3,6 +3,8 @@ through its CLI's own loader at the sizes the laptop run promises, and the scrip
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -138,3 +140,50 @@ def test_script_stops_at_a_failed_step_and_rejects_unknown_names(laptop):
     assert proc.returncode == 2 and "unknown student 'hybrid'" in proc.stderr and calls == []
     proc, calls = laptop(DATASETS="nlsy79 esco")
     assert proc.returncode == 2 and "unknown dataset 'esco'" in proc.stderr and calls == []  # checked before any step
+
+
+def _build_tiny_model(folder: Path) -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_ft_helpers", ROOT / "tests" / "finetune" / "ft_helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    return helpers.build_tiny_model(folder)
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end(tmp_path):
+    """The real steps through the script on a tiny scale: offline compile on 16 synthetic persons, a 2-step joint
+    student of a random 2-layer model, claims on 6 test persons (LM rows off); a re-run skips every step."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "claims_laptop.sh", tmp_path / "scripts")
+    shutil.copytree(CONFIGS, tmp_path / "configs")
+    tiny = _build_tiny_model(tmp_path / "tiny")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PY": sys.executable, "HOME": os.environ.get("HOME", str(tmp_path)),
+           "NEXTOCC_DATA_DIR": str(Path(__file__).resolve().parents[3] / "shared" / "data"),
+           "DATASETS": "synthetic", "STUDENTS": "joint",
+           "COMPILE_ARGS": "--synthetic_persons 120 --n_train 16 --student_tokenizer null",
+           # the tiny tokenizer needs more tokens than Gemma's for the same prompt
+           "DISTILL_ARGS": f"--base {tiny} --max_train_rows 12 --max_steps 2 --save_steps 100 --eval_fraction 0 "
+                           "--max_length 2048",
+           "CLAIMS_ARGS": '--synthetic_persons 120 --n_test 6 --lm null --n_boot 100 '
+                          '--baseline_options {"sequence":{"epochs":1,"hidden_size":8}}'}
+    if os.environ.get("NEXTOCC_DATA_DIR"):
+        env["NEXTOCC_DATA_DIR"] = os.environ["NEXTOCC_DATA_DIR"]
+    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "claims_laptop.sh")], capture_output=True, text=True,
+                          env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "student synthetic joint: training wall time" in proc.stdout
+    compile_metrics = json.loads((tmp_path / "runs/compile/laptop-synthetic/metrics.json").read_text())
+    assert compile_metrics["oracles"] >= 12 and compile_metrics["exports"]["sft_joint.jsonl"] > 0
+    distill = json.loads((tmp_path / "runs/distill/laptop-synthetic-joint/metrics.json").read_text())
+    assert distill["mode"] == "joint"
+    claims = json.loads((tmp_path / "runs/claims/laptop/claims.json").read_text())
+    rows = claims["datasets"]["synthetic"]["rows"]
+    assert {n for n, r in rows.items() if r["status"] == "ok"} == {
+        "frequency", "markov", "return_markov", "sequence", "distilled_joint", "bayes_optimal"}
+    assert rows["distilled_two_model"]["status"] == "not run" and "--mode two_model" in rows["distilled_two_model"][
+        "command"]
+    again = subprocess.run(["bash", str(tmp_path / "scripts" / "claims_laptop.sh")], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout
