@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export NEXTOCC_DATA_DIR ?= ../shared/data
 
-.PHONY: install test test-fast lint demo evaluate
+.PHONY: install test test-fast lint demo evaluate claims-laptop
 
 # Creates the virtual environment; torch 2.13.0 first (here the machine's package index serves its CPU build; elsewhere
 # set TORCH_INDEX to PyTorch's CPU wheel index to avoid CUDA wheels), then the package with its dev extra.
@@ -35,3 +35,8 @@ lint: install
 # The main job on the embedded default model (see README).
 demo: install
 	PY=$(PY) bash scripts/demo_pipeline.sh
+
+# The overnight laptop-scale claims run (README): compile, distill and claims per dataset, each step skipped when done.
+# DATASETS=nlsy79 and STUDENTS=joint (space or comma lists) restrict it; CLAIMS=0 skips the claims step.
+claims-laptop: install
+	PY=$(PY) bash scripts/claims_laptop.sh

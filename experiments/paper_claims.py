@@ -3,7 +3,8 @@
 For each dataset it scores every model of Table A on the SAME seeded per-person sample of the test split
 (:func:`careers.splits.sample_per_person`), so that every comparison is paired:
 
-* supervised baselines (frequency, Markov, return-aware Markov), fitted on the train split here (seconds);
+* supervised baselines (frequency, Markov, return-aware Markov: seconds; the GRU sequence model of
+  :mod:`programs.sequence_model`: minutes, options in ``baseline_options``), fitted on the train split here;
 * zero-shot LM programs (two-step, direct) on ``lm``;
 * the optimized prompt of a compile run (``compile_run``: its ``program.json``; its prediction files are reused for
   the examples they cover when they were made with the same LM);
@@ -42,13 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import yaml
 
 from careers.datasets import load_splits
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
 from experiments.claims import build_claims, unusable_lm_rows
 from experiments.quality import QualityData, quality_buckets, quality_from_candidates, quality_from_records
-from experiments.rows import ALL_ROWS, ROW_SPECS, RowContext, build_row
+from experiments.rows import ALL_ROWS, ROW_SPECS, SUPERVISED, RowContext, build_row
 from experiments.tables import (
     RowScores,
     accuracy_table,
@@ -79,6 +81,8 @@ class ClaimsConfig:
     synthetic_persons: int = field(default=400, metadata={
         "help": "Persons generated for the synthetic dataset (use the compile run's synthetic_persons to share its "
                 "test split)."})
+    motives: bool = field(default=False, metadata={
+        "help": "Synthetic dataset only: the latent-motive world (careers.motives), as the compile run's motives."})
     n_test: int = field(default=40, metadata={
         "help": "Test persons: a seeded per-person sample (one transition each) of the test split, shared by all rows."})
     seed: int = field(default=0, metadata={"help": "Seed of the dataset split, the test sample and the bootstrap."})
@@ -97,6 +101,10 @@ class ClaimsConfig:
         "help": "LM programs' top-1: 'answer' (the normalized generated title) or 'ranked'."})
     rows: list[str] = field(default_factory=lambda: list(ALL_ROWS), metadata={
         "help": f"Rows of Table A to produce, from: {', '.join(ALL_ROWS)} (bayes_optimal only on synthetic data)."})
+    baseline_options: str | dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Options of the supervised rows' baselines by row name (YAML mapping; YAML flow text as a flag), e.g. "
+                "'{sequence: {max_minutes: 10, epochs: 30}}' (programs.sequence_model.SequenceConfig fields; the "
+                "sequence seed defaults to seed)."})
     compile_run: str | None = field(default="runs/compile/demo", metadata={
         "help": "Compile run directory to reuse (program.json, predictions_*.jsonl, candidates.jsonl); '{dataset}' is "
                 "replaced by the dataset name. Never re-created here."})
@@ -129,6 +137,20 @@ class ClaimsConfig:
         unknown = [r for r in self.rows if r not in ROW_SPECS]
         if unknown:
             raise ValueError(f"unknown rows {unknown}; choose from {list(ALL_ROWS)}.")
+        if isinstance(self.baseline_options, str):
+            try:
+                self.baseline_options = yaml.safe_load(self.baseline_options) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"baseline_options is not a YAML mapping ({exc}).") from None
+        if not isinstance(self.baseline_options, Mapping):
+            raise ValueError("baseline_options must be a mapping such as '{sequence: {epochs: 20}}', got "
+                             f"{self.baseline_options!r}.")
+        bad = [name for name in self.baseline_options if name not in SUPERVISED]
+        if bad:
+            raise ValueError(f"baseline_options names {bad}; only the supervised rows {list(SUPERVISED)} take options.")
+        for name, options in self.baseline_options.items():
+            if not isinstance(options, Mapping):
+                raise ValueError(f"baseline_options.{name} must be a mapping of options, got {options!r}.")
         if self.n_test < 1:
             raise ValueError(f"n_test must be >= 1, got {self.n_test}.")
         if self.threads < 1:
@@ -156,6 +178,9 @@ def split_warnings(compile_cfg: Mapping[str, Any], config: ClaimsConfig, dataset
             and compile_cfg.get("synthetic_persons") != config.synthetic_persons):
         out.append(f"compile run synthetic_persons {compile_cfg.get('synthetic_persons')} != "
                    f"{config.synthetic_persons}")
+    if dataset == "synthetic" and "motives" in compile_cfg and bool(compile_cfg.get("motives")) != config.motives:
+        out.append(f"compile run motives {compile_cfg.get('motives')} != claims motives {config.motives}: the "
+                   "students were trained on another synthetic world")
     return out
 
 
@@ -166,8 +191,9 @@ def _splits_for(dataset: str, splits: Any, config: ClaimsConfig, taxonomy: Any) 
                 return splits[dataset]
         else:
             return splits
+    motives = config.motives and dataset == "synthetic"
     return load_splits(dataset, config.data_dir, config.seed, synthetic_persons=config.synthetic_persons,
-                       taxonomy=taxonomy)
+                       motives=motives, taxonomy=taxonomy)
 
 
 def _quality_sources(ctx: RowContext, rows: Mapping[str, RowScores], config: ClaimsConfig) -> list[QualityData]:

@@ -37,6 +37,7 @@ ROW_SPECS: dict[str, tuple[str, str]] = {
     "frequency": ("Frequency", "supervised"),
     "markov": ("Markov", "supervised"),
     "return_markov": ("Return-aware Markov", "supervised"),
+    "sequence": ("Sequence (GRU)", "supervised"),
     "zero_shot_two_step": ("Zero-shot two-step", "zero-shot LM"),
     "zero_shot_direct": ("Zero-shot direct", "zero-shot LM"),
     "optimized": ("Optimized prompt", "compiled"),
@@ -47,8 +48,8 @@ ROW_SPECS: dict[str, tuple[str, str]] = {
     "bayes_optimal": ("Bayes-optimal (ceiling)", "ceiling"),
 }
 ALL_ROWS = tuple(ROW_SPECS)
-LM_FREE_ROWS = ("frequency", "markov", "return_markov", "bayes_optimal")
-SUPERVISED = ("frequency", "markov", "return_markov")
+LM_FREE_ROWS = ("frequency", "markov", "return_markov", "sequence", "bayes_optimal")
+SUPERVISED = ("frequency", "markov", "return_markov", "sequence")
 DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct"}
 BASELINE_INPUTS = ("history", "states", "career")
 
@@ -163,9 +164,19 @@ class RowContext:
         return self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "")
 
 
+def baseline_kwargs(config: Any, name: str) -> dict[str, Any]:
+    """The options a supervised row's baseline is built with: ``k``, the config's ``baseline_options[name]`` and, for
+    the seeded ``sequence`` model, the claims seed unless the options set one."""
+    kwargs: dict[str, Any] = {"k": config.k, **(config.baseline_options.get(name) or {})}
+    if name == "sequence":
+        kwargs.setdefault("seed", config.seed)
+    return kwargs
+
+
 def _row_baseline(ctx: RowContext, name: str) -> RowScores:
     def make():
-        return build_baseline(name, taxonomy=ctx.taxonomy, trainset=list(ctx.splits.train), k=ctx.config.k)
+        return build_baseline(name, taxonomy=ctx.taxonomy, trainset=list(ctx.splits.train),
+                              **baseline_kwargs(ctx.config, name))
 
     return ctx.run_program(name, make, inputs=BASELINE_INPUTS, judged=False)
 

@@ -247,7 +247,8 @@ def _config(tmp_path, compile_run, distill_joint, **kw):
     base = dict(datasets=["synthetic"], synthetic_persons=N_PERSONS, n_test=N_TEST, seed=0, lm="dummy",
                 judge_lm=None, threads=2, compile_run=str(compile_run),
                 distill_joint_run=str(distill_joint), distill_two_model_run=str(tmp_path / "distill" / "absent"),
-                output_dir=str(tmp_path / "claims"), run_name="r", n_boot=200)
+                output_dir=str(tmp_path / "claims"), run_name="r", n_boot=200,
+                baseline_options={"sequence": {"epochs": 2, "hidden_size": 16, "embed_dim": 8}})
     base.update(kw)
     return ClaimsConfig(**base)
 
@@ -284,7 +285,7 @@ def test_run_claims_from_fixture_run_dirs(tmp_path, splits, taxonomy):
     assert 0 < part["bayes_optimal_expected"] <= 1
     claims = {c["id"]: c for c in part["claims"]}
     assert claims["a1"]["verdict"] == "supported" and claims["a1"]["diff"].low > 0
-    assert claims["a2"]["b"] in ("frequency", "markov", "return_markov")
+    assert claims["a2"]["b"] in ("frequency", "markov", "return_markov", "sequence")
     assert set(claims["a1"]["by_metric"]) == {"AccEM", "AccRM", "Acc@5", "MRR", "soc_major"}
     assert claims["b"]["verdict"] == "not run"
     assert claims["c"]["kind"] == "correlation" and claims["c"]["verdict"] in ("supported", "inconclusive",
@@ -331,6 +332,41 @@ def test_run_claims_without_compile_or_lm(tmp_path, splits, taxonomy):
     assert res["datasets"]["synthetic"]["quality"] == []
 
 
+def test_sequence_row_is_a_supervised_row_of_claim_a(tmp_path, splits, taxonomy):
+    test = sample_test(splits)
+    distill_joint = make_distill_run(tmp_path, taxonomy, test)
+    rows = ["markov", "return_markov", "sequence", "distilled_joint"]
+    cfg = _config(tmp_path, tmp_path / "nope", distill_joint, lm=None, rows=rows)
+    res = run_claims(cfg, splits=splits, taxonomy=taxonomy)
+    part = res["datasets"]["synthetic"]
+    assert [r["name"] for r in part["table"]] == rows and part["rows"]["sequence"]["status"] == "ok"
+    assert part["rows"]["sequence"]["source"] == f"run here ({N_TEST})"  # the GRU was fitted here, on the train split
+    # a perfect sequence row is the best supervised row: claim a2 compares the student with it
+    cfg2 = _config(tmp_path, tmp_path / "nope", distill_joint, lm=None, rows=rows, run_name="r2")
+    res2 = run_claims(cfg2, splits=splits, taxonomy=taxonomy, programs={"sequence": Oracle(test, taxonomy)})
+    claims = {c["id"]: c for c in res2["datasets"]["synthetic"]["claims"]}
+    assert claims["a2"]["b"] == "sequence" and "Sequence (GRU)" in claims["a2"]["statement"]
+    assert claims["a2"]["verdict"] == "inconclusive"  # both perfect
+    # without sequence in rows (configs/claims_small.yaml) no GRU row is built
+    cfg3 = _config(tmp_path, tmp_path / "nope", distill_joint, lm=None, rows=["markov", "distilled_joint"],
+                   run_name="r3")
+    part3 = run_claims(cfg3, splits=splits, taxonomy=taxonomy)["datasets"]["synthetic"]
+    assert set(part3["rows"]) == {"markov", "distilled_joint"}
+    assert {c["id"]: c for c in part3["claims"]}["a2"]["b"] == "markov"
+
+
+def test_baseline_options_reach_the_sequence_model(tmp_path):
+    from experiments.rows import baseline_kwargs
+
+    cfg = load_config(ClaimsConfig, ["--baseline_options", "{sequence: {epochs: 2}}", "--seed", "3"])
+    assert baseline_kwargs(cfg, "sequence") == {"k": 5, "epochs": 2, "seed": 3}
+    assert baseline_kwargs(cfg, "markov") == {"k": 5}
+    with pytest.raises(ConfigError, match=r"baseline_options names \['nope'\]"):
+        load_config(ClaimsConfig, ["--baseline_options", "{nope: {}}"])
+    with pytest.raises(ConfigError, match="baseline_options.sequence must be a mapping"):
+        load_config(ClaimsConfig, ["--baseline_options", "{sequence: 3}"])
+
+
 def test_config_validation_and_help_text(tmp_path):
     with pytest.raises(ConfigError, match="unknown rows"):
         load_config(ClaimsConfig, ["--rows", "markov,nope"])
@@ -340,7 +376,7 @@ def test_config_validation_and_help_text(tmp_path):
     assert cfg.n_test == 7 and cfg.datasets == ["synthetic", "nlsy79"]
     assert load_config(ClaimsConfig, ["--datasets", "[synthetic, nlsy79]"]).datasets == ["synthetic", "nlsy79"]
     root = Path(__file__).resolve().parents[2]
-    for size in ("small", "full"):
+    for size in ("small", "full", "laptop"):
         load_config(ClaimsConfig, ["--config", str(root / "configs" / f"claims_{size}.yaml")])
 
 
@@ -390,6 +426,8 @@ def test_split_warnings_and_help(capsys):
     warns = split_warnings({"seed": 1, "synthetic_persons": 600}, cfg, "synthetic")
     assert len(warns) == 2 and "training persons" in warns[0]
     assert split_warnings({"synthetic_persons": 600}, cfg, "nlsy79") == []
+    assert "motives" in split_warnings({"seed": 0, "motives": True}, cfg, "synthetic")[0]
+    assert split_warnings({"seed": 0, "motives": True}, ClaimsConfig(motives=True), "synthetic") == []
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "--distill_joint_run" in capsys.readouterr().out
