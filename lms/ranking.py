@@ -41,7 +41,7 @@ class _Row:
     def bound(self, k: int) -> float:
         if len(self.finished) < k:
             return float("-inf")
-        return heapq.nsmallest(1, heapq.nlargest(k, (s for s, _ in self.finished)))[0]
+        return heapq.nlargest(k, (s for s, _ in self.finished))[-1]
 
 
 @torch.inference_mode()
@@ -51,8 +51,8 @@ def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pa
     """Exact top-k options per prompt (``log P(option tokens, terminator | prompt)``), all prompts searched together.
 
     Args:
-        model: The causal LM (a decoder whose forward accepts a per-layer-type mask mapping, as Gemma 3 and Llama
-            do in transformers >= 4.56).
+        model: The causal LM (its decoder takes a ready 4-D mask, or a mask per layer type where it mixes sliding
+            and global layers, as Gemma 3 does in transformers 5).
         prompts: Token ids of each prompt, ending right before the value.
         trie: The allowed options.
         k: How many options to return per prompt.
