@@ -184,6 +184,19 @@ class _StateBaseline(dspy.Module):
         return self.code_titles.get(code, code)
 
     # ------------------------------------------------------------------ prediction
+    def _past_states(self, states: Sequence[str] | None, career: Mapping[str, Any] | None) -> list[str]:
+        """The past job states of a call (from ``states``, else from ``career``), once the model is fitted."""
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(trainset) or load(path) first.")
+        if states is None:
+            if career is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs the past job states: call it with states=example.states "
+                    "(wrap examples with programs.baselines.examples_with_states for dspy.Evaluate)."
+                )
+            states = states_from_career(career)
+        return [str(s) for s in states]
+
     def forward(self, history: str | None = None, states: Sequence[str] | None = None,
                 career: Mapping[str, Any] | None = None, **kwargs: Any) -> dspy.Prediction:
         """Predicts the next occupation from the past job states.
@@ -200,16 +213,7 @@ class _StateBaseline(dspy.Module):
             RuntimeError: When called before :meth:`fit`/:meth:`load`.
             ValueError: When neither ``states`` nor ``career`` is given.
         """
-        if not self.fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(trainset) or load(path) first.")
-        if states is None:
-            if career is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs the past job states: call it with states=example.states "
-                    "(wrap examples with programs.baselines.examples_with_states for dspy.Evaluate)."
-                )
-            states = states_from_career(career)
-        states = [str(s) for s in states]
+        states = self._past_states(states, career)
         ranked: list[tuple[str, float]] = []
         best_state = None
         seen: set[str] = set()

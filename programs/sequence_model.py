@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from careers.onet import OnetTaxonomy
-from programs.baselines import _StateBaseline, job_state, states_from_career
+from programs.baselines import _StateBaseline, job_state
 from programs.sequence_training import train_sequence_model
 
 logger = logging.getLogger(__name__)
@@ -267,16 +267,7 @@ class SequenceBaseline(_StateBaseline):
     def forward(self, history: str | None = None, states: Sequence[str] | None = None,
                 career: Mapping[str, Any] | None = None, **kwargs: Any) -> dspy.Prediction:
         """Predicts the next occupation; same arguments, fields and errors as the other baselines' ``forward``."""
-        if not self.fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(trainset) or load(path) first.")
-        if states is None:
-            if career is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs the past job states: call it with states=example.states "
-                    "(wrap examples with programs.baselines.examples_with_states for dspy.Evaluate)."
-                )
-            states = states_from_career(career)
-        states = [str(s) for s in states]
+        states = self._past_states(states, career)
         dist = self.distribution(states, career)
         if self.exclude_current and states:
             dist.pop(states[-1], None)
