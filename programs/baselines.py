@@ -214,10 +214,14 @@ class _StateBaseline(dspy.Module):
             ValueError: When neither ``states`` nor ``career`` is given.
         """
         states = self._past_states(states, career)
+        return self._prediction(self.rank_states(states))
+
+    def _prediction(self, scored_states: Iterable[tuple[str, float]]) -> dspy.Prediction:
+        """The top-``k`` distinct O*NET codes of states sorted best first, as the baselines' ``Prediction``."""
         ranked: list[tuple[str, float]] = []
         best_state = None
         seen: set[str] = set()
-        for state, prob in self.rank_states(states):
+        for state, prob in scored_states:
             code = self.code_of(state)
             if code is None or code in seen:
                 continue

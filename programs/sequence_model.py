@@ -271,22 +271,7 @@ class SequenceBaseline(_StateBaseline):
         dist = self.distribution(states, career)
         if self.exclude_current and states:
             dist.pop(states[-1], None)
-        ranked: list[tuple[str, float]] = []
-        best_state, seen = None, set()
-        for state, prob in sorted(dist.items(), key=lambda kv: (-kv[1], kv[0])):
-            code = self.code_of(state)
-            if code is None or code in seen:
-                continue
-            seen.add(code)
-            best_state = best_state or state
-            ranked.append((code, prob))
-            if len(ranked) >= self.k:
-                break
-        if not ranked:
-            return dspy.Prediction(occupation=None, onet_code=None, ranked=[], matched=False, state=None)
-        return dspy.Prediction(occupation=self.title_of(ranked[0][0]), onet_code=ranked[0][0],
-                               ranked=[(self.title_of(c), round(p, 6)) for c, p in ranked], matched=True,
-                               state=best_state)
+        return self._prediction(sorted(dist.items(), key=lambda kv: (-kv[1], kv[0])))
 
     # ------------------------------------------------------------------ persistence
     @staticmethod
