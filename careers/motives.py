@@ -25,6 +25,7 @@ computed exactly by the forward algorithm), ``next_distribution_given_motive`` (
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -37,6 +38,16 @@ from careers.synthetic import SyntheticCareerGenerator, _codes_of
 logger = logging.getLogger(__name__)
 
 MOTIVES = ("stay", "climb", "pivot", "return", "educate")
+
+#: Phrases by which a reason puts a motive forward (lower-case regular expressions; the teacher's and judges' wording).
+MOTIVE_CUES: dict[str, re.Pattern[str]] = {
+    "stay": re.compile(r"\bstay(?:ing|s)?\b|\bremain(?:ing|s)?\b|\bsteady next step"),
+    "climb": re.compile(r"\bclimb|\bupward|\bhigher job zone|\bpromot|\badvanc"),
+    "pivot": re.compile(r"\bpivot|\bdifferent field|\bnew field|\bchange of field|\bswitch(?:es|ing)? field"),
+    "return": re.compile(r"\breturn(?:s|ing)? to\b|\bgo(?:es|ing)? back to\b|\bback to\b"),
+    "educate": re.compile(r"\bwould use (?:it|this|that|the)\b|\b(?:more|further|new) (?:education|schooling|degree)"
+                          r"|\bcredential"),
+}
 
 
 class MotiveCareerGenerator(SyntheticCareerGenerator):
@@ -191,6 +202,12 @@ class MotiveCareerGenerator(SyntheticCareerGenerator):
             ex["motive_posterior"] = {m: round(float(p), 6) for m, p in zip(MOTIVES, post, strict=True)}
             out.append(ex)
         return out
+
+
+def motives_named(text: str | None) -> set[str]:
+    """The motives a reason puts forward, by the phrases of :data:`MOTIVE_CUES` (empty for no text)."""
+    low = (text or "").lower()
+    return {m for m, cue in MOTIVE_CUES.items() if cue.search(low)}
 
 
 def bayes_ceilings(examples: Iterable[Any]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from lms.resolve import lm_spec
 
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
+HYBRID_BASELINES = ("frequency", "markov", "return_markov", "sequence")
 # which optimizer reads which flag; a non-default value for an optimizer that would ignore it is rejected
 # (except under optimizer none, which runs no optimizer at all)
 OPTIMIZER_FLAGS = {
@@ -63,6 +64,10 @@ class OptimizeConfig:
     num_candidate_programs: int = field(default=4, metadata={"help": "Candidate programs for random_search; for mipro the instruction/demo candidates and the number of trials."})
     gepa_max_metric_calls: int = field(default=60, metadata={"help": "Budget of metric calls for GEPA."})
     eval_judge: bool = field(default=True, metadata={"help": "Judge the reasons of the zero-shot/optimized dev and test predictions (mean judge scores in metrics.json)."})
+    # hybrid student traces
+    hybrid_baseline: str | None = field(default=None, metadata={"help": "Also export the hybrid student's traces (sft_hybrid_joint.jsonl, baseline.json): the supervised baseline whose candidates the hybrid program shows (frequency, markov, return_markov or sequence); null: no hybrid export."})
+    hybrid_k_candidates: int = field(default=5, metadata={"help": "Baseline candidates shown in each hybrid prompt."})
+    hybrid_folds: int = field(default=5, metadata={"help": "Person folds for the hybrid traces' candidates: a training person's candidates come from a baseline fitted without their fold."})
     # run
     seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and optimizers."})
     threads: int = field(default=4, metadata={"help": "Threads for DSPy Evaluate/Parallel (local LMs batch concurrent calls)."})
@@ -98,6 +103,13 @@ class OptimizeConfig:
             if self.optimizer not in (*users, "none") and getattr(self, name) != defaults[name]:
                 raise ValueError(f"{name}={getattr(self, name)} has no effect with optimizer {self.optimizer!r} (only "
                                  f"{', '.join(users)} read it); remove it or choose one of those optimizers.")
+        if self.hybrid_baseline in ("", "none"):
+            self.hybrid_baseline = None
+        if self.hybrid_baseline is not None and self.hybrid_baseline not in HYBRID_BASELINES:
+            raise ValueError(f"hybrid_baseline must be one of {HYBRID_BASELINES} or null, got {self.hybrid_baseline!r}.")
+        if self.hybrid_k_candidates < 1 or self.hybrid_folds < 2:
+            raise ValueError(f"hybrid_k_candidates must be >= 1 and hybrid_folds >= 2, got {self.hybrid_k_candidates} "
+                             f"and {self.hybrid_folds}.")
         if not 0 <= self.metric_threshold <= 1:
             raise ValueError(f"metric_threshold must be in [0, 1] (a JudgeMetric score), got {self.metric_threshold}.")
         if not 0 <= self.temperature <= 2:

@@ -8,8 +8,8 @@ One invocation writes one run directory (``--output_dir``/``--run_name``; re-usi
    the training split (oracle reasons serve as labeled demos); zero-shot and optimized programs are scored on
    dev/test.
 3. ``sft_reason.jsonl``, ``sft_predict.jsonl``, ``sft_joint.jsonl``, ``sft_direct.jsonl``, ``dpo_reason.jsonl``
-   (:mod:`compile.export`)
-   and ``data_card.md``.
+   (:mod:`compile.export`), with ``hybrid_baseline`` also ``baseline.json`` and ``sft_hybrid_joint.jsonl`` (the hybrid
+   student's candidate-aware traces, :mod:`compile.hybrid_export`), and ``data_card.md``.
 4. ``report.md``, ``config.yaml`` (secrets redacted), ``metrics.json``, ``log.txt``.
 
 Example::
@@ -36,6 +36,7 @@ from careers.transitions import TransitionStats
 from compile.candidates import CandidateSteps, TooManyErrors, example_id, generate_candidates, one_line
 from compile.config import OptimizeConfig
 from compile.export import export_traces
+from compile.hybrid_export import export_hybrid_traces
 from compile.optimizers import build_optimizer, compile_program, describe_changes
 from compile.report import write_data_card, write_failure_report, write_report
 from compile.selection import SelectionRule, dpo_pairs, latest_records, score_summary, select_oracles
@@ -366,13 +367,20 @@ def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, tea
     steps = {"reason": program.reasoner, "predict": program.predictor, "joint": joint.predictor,
              "direct": direct.predictor}
     counts = export_traces(run_dir, oracles, pairs, steps, joint=config.mode == "joint")
+    hybrid = None
+    if config.hybrid_baseline:
+        hybrid = export_hybrid_traces(run_dir, oracles, train, splits.train, config.hybrid_baseline,
+                                      k=config.hybrid_k_candidates, folds=config.hybrid_folds, seed=config.seed,
+                                      taxonomy=taxonomy)
+        counts.update(hybrid.pop("files"))
     write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
     phases["export"] = round(time.perf_counter() - t0, 1)
 
     results = {
         "run_dir": str(run_dir), "config": asdict(config), "status": "ok", "candidates": cstats,
         "selection": summary, **offline, "oracles": len(oracles), "examples_without_oracle": len(missing),
-        "dpo_pairs": len(pairs), "exports": counts, "optimizer_changes": changes, "evaluation": evals,
+        "dpo_pairs": len(pairs), "exports": counts, "hybrid_export": hybrid, "optimizer_changes": changes,
+        "evaluation": evals,
         "lm_usage": tracker.as_dict(), "phases_seconds": phases, "seconds": round(time.perf_counter() - t_start, 1),
     }
     write_json(run_dir / "metrics.json", results)

@@ -1,12 +1,16 @@
-"""The paper's claims from the rows of Table A: paired differences (a), (b) and the reason-quality claim (c)."""
+"""The paper's claims from the rows of Table A: paired differences (a), (b), the hybrid student against its parents
+(h), the joint student against the synthetic world's Bayes ceiling (s) and the reason-quality claim (c)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from experiments.bootstrap import paired_bootstrap_diff
 from experiments.rows import LM_FREE_ROWS, SUPERVISED
 from experiments.tables import STATUS_FAILED, STATUS_NOT_RUN, STATUS_OK, RowScores, metric_names, paired_claim, verdict
+
+CEILING_SHARE = 0.8  # the joint student should reach this share of the history-only Bayes ceiling
 
 
 def _first_ok(rows: Mapping[str, RowScores], names: Sequence[str]) -> RowScores | None:
@@ -60,8 +64,37 @@ def build_claims(rows: Mapping[str, RowScores], config: Any, quality: Sequence[M
                _first_ok(rows, ("distilled_joint",)), _first_ok(rows, ("distilled_two_model",)),
                "both distilled joint and distilled two-model rows are needed"),
     ]
+    hybrid = _first_ok(rows, ("distilled_hybrid",))
+    no_hybrid = "the distilled hybrid row did not run (finetune.distill --mode hybrid)"
+    claims += [
+        paired("h1", "The hybrid student is more accurate than its supervised baseline (Return-aware Markov)", hybrid,
+               _first_ok(rows, ("return_markov",)), no_hybrid if hybrid is None else "the return_markov row did not run"),
+        paired("h2", "The hybrid student is more accurate than the plain joint student", hybrid,
+               _first_ok(rows, ("distilled_joint",)), no_hybrid if hybrid is None else "the distilled joint row did not run"),
+    ]
+    ceiling = _first_ok(rows, ("bayes_optimal",))
+    if ceiling is not None:
+        claims.append(ceiling_claim(_first_ok(rows, ("distilled_joint",)), ceiling, metric, boot))
     claims.append(quality_claim(quality))
     return claims
+
+
+def ceiling_claim(student: RowScores | None, ceiling: RowScores, metric: str, boot: Mapping[str, Any],
+                  share: float = CEILING_SHARE) -> dict[str, Any]:
+    """Claim (s): the joint student reaches ``share`` of the Bayes-optimal row, as the paired difference
+    ``student - share * ceiling`` (supported when its CI is above 0)."""
+    statement = (f"The joint student reaches {share:.0%} of the history-only Bayes ceiling (difference: student "
+                 f"minus {share:g} x ceiling)")
+    base = {"id": "s", "statement": statement, "kind": "paired", "a": student.name if student else None,
+            "b": ceiling.name, "metric": metric, "by_metric": {}}
+    if student is None:
+        return {**base, "diff": None, "p": None, "status": STATUS_NOT_RUN, "verdict": STATUS_NOT_RUN,
+                "reason": "the distilled joint row did not run"}
+    if student.keys != ceiling.keys:
+        raise ValueError("the joint student and the Bayes row were scored on different examples.")
+    diff, p = paired_bootstrap_diff(student.scores[metric], [share * v for v in ceiling.scores[metric]],
+                                    student.groups, **boot)
+    return {**base, "diff": diff, "p": p, "status": STATUS_OK, "verdict": verdict(diff), "reason": ""}
 
 
 def quality_claim(quality: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

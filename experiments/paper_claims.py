@@ -11,7 +11,7 @@ For each dataset it scores every model of Table A on the SAME seeded per-person 
 * distilled students of distill runs (``distill_*_run``: ``metrics.json`` ``students``/``mode``, or the adapters on
   disk); a row whose run directory is absent is reported as "not run" with the command that produces it -- nothing
   is ever trained here;
-* the hybrid program (return-aware Markov candidates + LM);
+* the hybrid program (return-aware Markov candidates + LM) and the distilled hybrid student (``distill_hybrid_run``);
 * on synthetic data the Bayes-optimal predictor (argmax of each example's exact ``next_distribution``).
 
 Per-example predictions are written to ``predictions_<dataset>_<row>.jsonl`` in the output run directory and reused on
@@ -20,9 +20,12 @@ a re-run with the same ``run_name`` (``resume``); the metrics are always recompu
 sentence per claim, the reason-quality tables), ``claims.json`` (the results dict of :func:`run_claims`),
 ``accuracy_<dataset>.png``, ``quality_<dataset>.png``, ``config.yaml``.
 
-Claims: (a) distilled vs zero-shot / best supervised / optimized prompt, (b) joint vs two-model student -- paired
+Claims: (a) distilled vs zero-shot / best supervised / optimized prompt, (b) joint vs two-model student, (h) the
+hybrid student vs both its parents, (s) on synthetic data the joint student vs 80% of the Bayes ceiling -- paired
 bootstrap CIs of the difference; (c) accuracy by reason-quality bucket and its Spearman / point-biserial
-correlation, from the compile run's judged ``candidates.jsonl`` and from judged predictions (``judge_lm``).
+correlation, from the compile run's judged ``candidates.jsonl`` and from judged predictions (``judge_lm``; ``heuristic``
+is the LM-free judge with the dataset's training statistics); (c2) on the latent-motive world, accuracy when a row's
+reason names the true motive vs not (:mod:`experiments.motives`).
 
 The rows are built in :mod:`experiments.rows` (compile and distill runs are read with their producers' readers,
 :mod:`compile.run_reader` and :mod:`finetune.run_reader`), the claims in :mod:`experiments.claims`, the tables and
@@ -48,7 +51,9 @@ import yaml
 from careers.datasets import load_splits
 from careers.onet import OnetTaxonomy
 from careers.splits import sample_per_person
+from careers.transitions import TransitionStats
 from experiments.claims import build_claims, unusable_lm_rows
+from experiments.motives import motive_breakdown, motive_claim
 from experiments.quality import QualityData, quality_buckets, quality_from_candidates, quality_from_records
 from experiments.rows import ALL_ROWS, ROW_SPECS, SUPERVISED, RowContext, build_row
 from experiments.tables import (
@@ -61,6 +66,7 @@ from experiments.tables import (
 from lms import usage
 from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
+from metrics.heuristic_judge import HeuristicJudge
 from metrics.judge import ReasonJudge
 from runkit.cli import RUN_ERRORS, print_error, run_cli
 from runkit.config import load_config
@@ -68,6 +74,9 @@ from runkit.files import write_config, write_json
 from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
+
+HEURISTIC = "heuristic"
+MOTIVE_ROWS = ("distilled_joint", "distilled_hybrid", "distilled_two_model")  # claim (c2): the students first
 
 
 @dataclass
@@ -92,7 +101,8 @@ class ClaimsConfig:
                 "rows (reported as not run)."})
     judge_lm: str | dict[str, Any] | None = field(default=None, metadata={
         "help": "LM of the reason judge for LM rows run here (string or mapping like lm; claim (c) from judged "
-                "predictions); null: no judge (claim (c) then uses the compile run's judged candidates only)."})
+                "predictions); 'heuristic': the LM-free HeuristicJudge with each dataset's training statistics; null: "
+                "no judge (claim (c) then uses the compile run's judged candidates only)."})
     api_base: str | None = field(default=None, metadata={
         "help": "Default API base URL of remote string specs (a mapping's own api_base wins)."})
     threads: int = field(default=4, metadata={"help": "Worker threads for LM rows (local LMs batch concurrent calls)."})
@@ -114,6 +124,9 @@ class ClaimsConfig:
         "help": "Distill run directory (mode two_model) for the distilled two-model row; '{dataset}' is replaced."})
     distill_direct_run: str | None = field(default=None, metadata={
         "help": "Run directory of a student trained without reasons (direct prompts) for the distilled direct row."})
+    distill_hybrid_run: str | None = field(default=None, metadata={
+        "help": "Distill run directory (mode hybrid: the student inside the hybrid program, with the compile run's "
+                "baseline candidates) for the distilled hybrid row; '{dataset}' is replaced."})
     student_program_state: bool = field(default=False, metadata={
         "help": "Load the compile run's program.json (demos/instructions) into the students' programs, as "
                 "finetune.evaluate_student does; default: the students run zero-shot prompts."})
@@ -213,6 +226,24 @@ def _quality_sources(ctx: RowContext, rows: Mapping[str, RowScores], config: Cla
     return sources
 
 
+def _motive_breakdowns(ctx: RowContext, rows: Mapping[str, RowScores], config: ClaimsConfig
+                       ) -> list[dict[str, Any]] | None:
+    """Claim (c2) data: per row with reasons, accuracy when the reason names the true motive vs not (None when the
+    test examples carry no motive)."""
+    if not ctx.test or any(not ex.get("motive") for ex in ctx.test):
+        return None
+    out = []
+    for name, records in ctx.records.items():
+        row = rows.get(name)
+        if row is None or not row.ok:
+            continue
+        part = motive_breakdown(ctx.test, records, row.scores[config.primary_metric], row.groups, row.label,
+                                n_boot=config.n_boot, alpha=config.alpha, seed=config.seed)
+        if part is not None:
+            out.append(part)
+    return out
+
+
 def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any, *, splits: Any = None,
                 lm: Any = None, judge: Any = None, programs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Table A, claims and reason quality for one dataset (see the module docstring)."""
@@ -223,6 +254,8 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
     test = sample_per_person(list(data.test), config.n_test, config.seed)
     if not test:
         raise ValueError(f"dataset {dataset!r} has no test examples.")
+    if judge == HEURISTIC:  # LM-free, with this dataset's training statistics
+        judge = HeuristicJudge(taxonomy, TransitionStats.fit(data.train))
     ctx = RowContext(config, dataset, run_dir, taxonomy, data, test, lm, judge, programs or {})
     warnings: list[str] = []
     if not ctx.compile.available:
@@ -243,6 +276,9 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
     quality = [quality_buckets(q, n_boot=config.n_boot, alpha=config.alpha, seed=config.seed)
                for q in _quality_sources(ctx, rows, config)]
     claims = build_claims(rows, config, quality)
+    motives = _motive_breakdowns(ctx, rows, config)
+    if motives is not None:
+        claims.insert(len(claims), motive_claim(motives, preferred=[rows[n].label for n in MOTIVE_ROWS if n in rows]))
     ds = dataset.split(":")[0]
     plots = {"accuracy": plot_accuracy(table, run_dir / f"accuracy_{ds}.png", config.primary_metric,
                                        title=f"{dataset}: {config.primary_metric} by model (n={len(test)})").name}
@@ -261,7 +297,7 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
         "table": table, "test_result": test_result,
         "rows": {n: {"status": r.status, "n": r.n, "source": r.source, "note": r.note, "command": r.command,
                      **r.extra} for n, r in rows.items()},
-        "claims": claims, "quality": quality, "plots": plots, "bayes_optimal_expected": bayes,
+        "claims": claims, "quality": quality, "motives": motives, "plots": plots, "bayes_optimal_expected": bayes,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -291,16 +327,18 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
     write_config(run_dir, config)
     taxonomy = taxonomy or OnetTaxonomy.load(config.data_dir)
     lm = lm if lm is not None else lm_spec(config.lm, api_base=config.api_base)
-    judge = None
+    judge: Any = None
     judge_spec = judge_lm if judge_lm is not None else lm_spec(config.judge_lm, role="judge_lm",
                                                                   api_base=config.api_base)
-    if judge_spec is not None:
+    if judge_spec == HEURISTIC:
+        judge = HEURISTIC  # built per dataset (its training statistics) in run_dataset
+    elif judge_spec is not None:
         judge = ReasonJudge(judge_spec)
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": asdict(config), "k": config.k,
                                "n_boot": config.n_boot, "alpha": config.alpha, "datasets": {}}
 
     with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
-        if judge is not None:
+        if isinstance(judge, ReasonJudge):
             tracker.register(judge.lm, "judge")
         for dataset in config.datasets:
             logger.info("dataset %s", dataset)

@@ -100,10 +100,11 @@ class QualityData:
 
 def quality_from_candidates(candidates: Iterable[Mapping[str, Any]], source: str = "candidates") -> QualityData:
     """Claim (c) data from a compile run's ``candidates.jsonl``: each judged candidate's scores and
-    ``predicted_correct`` (candidates with an error or without a verdict are skipped)."""
+    ``predicted_correct`` (candidates with an error, without a verdict or without a prediction -- compile's
+    ``predict_candidates: false`` -- are skipped)."""
     data = QualityData(source, {c: [] for c in CRITERIA}, [], [])
     for cand in candidates:
-        if cand.get("error") or "predicted_correct" not in cand:
+        if cand.get("error") or cand.get("predicted_correct") is None:  # no predictor call: no outcome
             continue
         if all(not isinstance(cand.get(c), (int, float)) for c in CRITERIA):
             continue

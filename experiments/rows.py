@@ -25,7 +25,9 @@ from experiments.tables import (
 )
 from finetune.run_reader import read_distill_run
 from lms.resolve import lm_model
+from programs.baseline_registry import load_baseline
 from programs.factory import build_baseline, build_program
+from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 from programs.scoring import score_program
 from runkit.files import JsonlWriter, read_records
@@ -44,13 +46,15 @@ ROW_SPECS: dict[str, tuple[str, str]] = {
     "distilled_joint": ("Distilled joint", "distilled"),
     "distilled_two_model": ("Distilled two-model", "distilled"),
     "distilled_direct": ("Distilled direct (no reason)", "distilled"),
+    "distilled_hybrid": ("Distilled hybrid (return-Markov + student)", "distilled"),
     "hybrid": ("Hybrid (return-Markov + LM)", "hybrid"),
     "bayes_optimal": ("Bayes-optimal (ceiling)", "ceiling"),
 }
 ALL_ROWS = tuple(ROW_SPECS)
 LM_FREE_ROWS = ("frequency", "markov", "return_markov", "sequence", "bayes_optimal")
 SUPERVISED = ("frequency", "markov", "return_markov", "sequence")
-DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct"}
+DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct",
+                "distilled_hybrid": "hybrid"}
 BASELINE_INPUTS = ("history", "states", "career")
 
 
@@ -252,6 +256,10 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
         predictor = students.get("predictor") or reasoner
 
         def make():
+            if expected == "hybrid":  # the student's own prompts: candidates of the baseline its traces used
+                baseline = load_baseline(info["baseline"], taxonomy=ctx.taxonomy)
+                return HybridNextOccupation(baseline=baseline, k_candidates=info["k_candidates"], mode="joint",
+                                            lm=reasoner, taxonomy=ctx.taxonomy, k=cfg.k, top1=cfg.top1)
             if expected == "joint":
                 program = _nextocc(ctx, "joint", lm=reasoner)
             elif expected == "two_model":
@@ -269,7 +277,8 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
     reuse: list[tuple[str, list[dict]]] = []
     if target is not None and target.is_dir():
         reuse = [(str(p), read_records(p)) for p in sorted(target.glob("predictions*.jsonl"))]
-    row = ctx.run_program(name, make, reuse, judged=expected != "direct", command=command, why_not=why.strip("; "))
+    row = ctx.run_program(name, make, reuse, judged=expected != "direct", command=command, why_not=why.strip("; "),
+                          inputs=BASELINE_INPUTS if expected == "hybrid" else None)
     if info.get("evaluation"):
         row.extra["distill_reported_evaluation"] = info["evaluation"]
     if info["available"]:

@@ -309,6 +309,13 @@ def claim_sentence(claim: Mapping[str, Any]) -> str:
             return text + ", the CI is below 0."
         return text + ", the CI includes 0."
     unit = "" if metric == "MRR" else " points"
+    if claim.get("kind") == "groups":
+        text = (f"{claim['statement']}: **{claim['verdict']}** — {metric_label(metric)} when named minus when not "
+                f"{fmt_interval(diff, metric)}{unit} (person-level 95% bootstrap CI; {claim.get('n_a')} vs "
+                f"{claim.get('n_b')} examples)")
+        return text + (", the CI includes 0." if claim["verdict"] == "inconclusive" else
+                       ", the CI excludes 0" + (" in the claimed direction." if claim["verdict"] == "supported"
+                                                 else " in the opposite direction."))
     text = (f"{claim['statement']}: **{claim['verdict']}** — {metric_label(metric)} difference "
             f"{fmt_interval(diff, metric)}{unit} (paired 95% bootstrap CI over {diff.n} examples)")
     if claim["verdict"] == "supported":
@@ -328,6 +335,14 @@ def quality_markdown(quality: Mapping[str, Any]) -> str:
         lines.append(f"| {c} | " + " | ".join(cells) + f" | {fmt_interval(part['spearman'], 'corr')} | "
                      f"{fmt_interval(part['pointbiserial'], 'corr')} |")
     return "\n".join(lines)
+
+
+def motive_markdown(b: Mapping[str, Any]) -> str:
+    """One row of the claim (c2) table (:func:`experiments.motives.motive_breakdown`)."""
+    def acc(part: Mapping[str, Any]) -> str:
+        return "-" if not part["n"] else f"{fmt_interval(part['accuracy'])} (n={part['n']})"
+
+    return f"| {b['source']} | {acc(b['named'])} | {acc(b['not_named'])} | {fmt_interval(b['diff'])} |"
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:
@@ -362,6 +377,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 out += [quality_markdown(q), ""]
         else:
             out += ["No judged reasons (no compile run candidates and no judge configured).", ""]
+        if part.get("motives"):
+            out += ["### Claim (c2) — accuracy when the reason names the true motive", "",
+                    "| row | reason names the true motive | reason does not | difference |", "|---|---|---|---|"]
+            out += [motive_markdown(b) for b in part["motives"]] + [""]
         if part.get("plots"):
             out += [f"![{name}]({path})" for name, path in part["plots"].items()] + [""]
     return "\n".join(out) + "\n"

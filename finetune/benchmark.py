@@ -9,6 +9,13 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
   + the machine's dtype rule (bf16 autocast only where the hardware computes bf16 natively and faster) +
   length-grouped batches.
 * ``fast_no_shared_prefix`` -- ``fast`` with every row's prompt computed in full (isolates the shared-prefix lever).
+* ``fast_fp32`` -- ``fast`` in float32 (isolates the dtype lever on a CPU where the rule picks bf16).
+* ``fast_no_grouping`` -- ``fast`` with random batches (isolates length grouping).
+* ``fast_batch1_accum4`` / ``fast_batch8`` -- the batch-size lever: the same effective batch as ``--batch 4`` in four
+  micro-batches of one row, and micro-batches twice as large.
+
+Rows are a seeded sample across the data file, stratified by program step (:func:`finetune.data.cap_rows`), so every
+variant trains on the same mix of reason, predictor and joint rows.
 
 The first step of each variant is a warm-up and is not timed. Run it under ``flock /tmp/nextocc_heavy.lock``
 on shared machines.
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.config import DistillConfig
-from finetune.data import read_rows
+from finetune.data import cap_rows, read_rows
 from finetune.demo_data import export_demo_run
 from finetune.distill import resolve_base
 from finetune.model_loading import load_model_and_tokenizer
@@ -37,7 +44,12 @@ from lms.model_store import DEFAULT_SPEC
 logger = logging.getLogger(__name__)
 
 VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": True, "bf16": True},
-            "fast": {"plain": False, "bf16": None}, "fast_no_shared_prefix": {"plain": False, "bf16": None}}
+            "fast": {"plain": False, "bf16": None}, "fast_no_shared_prefix": {"plain": False, "bf16": None},
+            "fast_fp32": {"plain": False, "bf16": False},
+            "fast_no_grouping": {"plain": False, "bf16": None, "group_by_length": False},
+            "fast_batch1_accum4": {"plain": False, "bf16": None, "per_device_train_batch_size": 1,
+                                   "gradient_accumulation_steps": 4},
+            "fast_batch8": {"plain": False, "bf16": None, "per_device_train_batch_size": 8}}
 _NO_SHARED_PREFIX = {"fast_no_shared_prefix"}
 
 
@@ -87,8 +99,11 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
     Returns:
         ``{"variants": {name: summary}, "ratio_fast_vs_plain": ..., "ratio_fast_vs_plain_bf16": ...}``.
     """
-    need = config.per_device_train_batch_size * config.gradient_accumulation_steps * (steps + 1)
-    rows = (rows * (need // len(rows) + 1))[:need]
+    per_step = max(config.per_device_train_batch_size * config.gradient_accumulation_steps,
+                   *(v.get("per_device_train_batch_size", 1) * v.get("gradient_accumulation_steps", 1)
+                     for k, v in VARIANTS.items() if k in variants))
+    need = per_step * (steps + 1)
+    rows = cap_rows(rows, need, config.seed) if len(rows) > need else (rows * (need // len(rows) + 1))[:need]
     results: dict[str, Any] = {"steps": steps, "rows": len(rows), "variants": {}}
     for name in variants:
         if name not in VARIANTS:
@@ -98,7 +113,7 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
         results["variants"][name] = run_variant(folder, rows, cfg, Path(out_dir) / name,
                                                 share_prefix=name not in _NO_SHARED_PREFIX)
     tps = {k: v["tokens_per_s"] for k, v in results["variants"].items()}
-    for base in ("plain", "plain_bf16", "fast_no_shared_prefix"):
+    for base in [name for name in VARIANTS if name != "fast"]:
         if "fast" in tps and tps.get(base):
             results[f"ratio_fast_vs_{base}"] = round(tps["fast"] / tps[base], 2)
     return results
@@ -106,9 +121,9 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
 
 def format_table(results: dict[str, Any]) -> str:
     """Plain-text table of a :func:`run_benchmark` result."""
-    lines = [f"{'variant':<12}{'bf16':>6}{'tokens/s':>11}{'s/step':>9}{'peak RSS MB':>13}"]
+    lines = [f"{'variant':<22}{'bf16':>6}{'tokens/s':>11}{'s/step':>9}{'peak RSS MB':>13}"]
     for name, r in results["variants"].items():
-        lines.append(f"{name:<12}{r['bf16']!s:>6}{r['tokens_per_s']:>11}{r['s_per_step']:>9}{r['peak_rss_mb']:>13}")
+        lines.append(f"{name:<22}{r['bf16']!s:>6}{r['tokens_per_s']:>11}{r['s_per_step']:>9}{r['peak_rss_mb']:>13}")
     lines += [f"{k}: {v}" for k, v in results.items() if k.startswith("ratio")]
     return "\n".join(lines)
 
@@ -138,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="per_device_train_batch_size.")
     parser.add_argument("--max_length", type=int, default=1024, help="Token limit per row.")
     parser.add_argument("--variants", default="plain,fast",
-                        help="Comma-separated: plain, plain_bf16, fast, fast_no_shared_prefix.")
+                        help=f"Comma-separated, from: {', '.join(VARIANTS)}.")
     parser.add_argument("--out", default="runs/benchmark", help="Scratch/output folder; results.json goes here.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

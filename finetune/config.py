@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from runkit.config import ConfigError, build_parser, coerce_value, load_config, read_config_file
 
-MODES = ("joint", "two_model", "direct")
+MODES = ("joint", "two_model", "direct", "hybrid")
 T = TypeVar("T")
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -38,11 +38,13 @@ class DistillConfig:
     reason_file: str | None = field(default=None, metadata={"help": "Explicit sft_reason.jsonl (overrides from_run)."})
     predict_file: str | None = field(default=None, metadata={"help": "Explicit sft_predict.jsonl (overrides from_run)."})
     direct_file: str | None = field(default=None, metadata={"help": "Explicit sft_direct.jsonl (overrides from_run)."})
+    hybrid_file: str | None = field(default=None, metadata={"help": "Explicit sft_hybrid_joint.jsonl (overrides from_run; the hybrid student then needs from_run's baseline.json or --baseline_file)."})
+    baseline_file: str | None = field(default=None, metadata={"help": "Hybrid mode: the fitted baseline (baseline.json) whose candidates the student's prompts show (default: from_run's baseline.json)."})
     dpo_file: str | None = field(default=None, metadata={"help": "Explicit dpo_reason.jsonl (overrides from_run)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of SFT rows held out for eval loss (0 disables eval)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use at most this many SFT rows per dataset (quick runs): a seeded sample across the file, stratified by program step (a capped joint file keeps both steps)."})
     # model
-    mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl."})
+    mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl; hybrid: one joint student on sft_hybrid_joint.jsonl (prompts with a supervised baseline's candidates; compile with hybrid_baseline)."})
     base: str = field(default="local:gemma-3-270m", metadata={"help": "Base model: any local spec lms loads (local:gemma-3-270m, local:/hf/folder) or an HF folder / hub id."})
     attn_implementation: str | None = field(default=None, metadata={"help": "Attention kernel of the base model (eager, sdpa, flash_attention_2, ...; None: the transformers default)."})
     # LoRA
@@ -115,10 +117,12 @@ class DistillConfig:
             raise ValueError(f"eval_split must be 'test' or 'dev', got {self.eval_split!r}.")
         if self.resume and not self.run_name:
             raise ValueError("--resume needs --run_name naming the run directory to continue.")
-        if self.dpo and self.mode == "direct":
-            raise ValueError("dpo trains the reason step; mode direct has no reason step. Drop --dpo or pick a mode.")
+        if self.dpo and self.mode in ("direct", "hybrid"):
+            raise ValueError(f"dpo trains the plain reason step (dpo_reason.jsonl); mode {self.mode} has none. Drop "
+                             "--dpo or pick joint or two_model.")
         _check_trl_args(self.sft_args, self.dpo_args)
-        if not (self.from_run or self.joint_file or self.reason_file or self.predict_file or self.direct_file):
+        if not (self.from_run or self.joint_file or self.reason_file or self.predict_file or self.direct_file
+                or self.hybrid_file):
             raise ValueError("No data: give --from_run RUN_DIR (a compile run) or explicit --joint_file / "
                              "--reason_file / --predict_file.")
 

@@ -18,8 +18,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SFT_FILES = {"joint": "sft_joint.jsonl", "reason": "sft_reason.jsonl", "predict": "sft_predict.jsonl",
-             "direct": "sft_direct.jsonl"}
-MODE_ROLES = {"joint": ["joint"], "two_model": ["reason", "predict"], "direct": ["direct"]}
+             "direct": "sft_direct.jsonl", "hybrid": "sft_hybrid_joint.jsonl"}
+MODE_ROLES = {"joint": ["joint"], "two_model": ["reason", "predict"], "direct": ["direct"], "hybrid": ["hybrid"]}
 DPO_FILE = "dpo_reason.jsonl"
 
 
@@ -80,7 +80,7 @@ def resolve_files(config: Any) -> dict[str, Path]:
     if config.dpo:
         roles.append("dpo")
     explicit = {"joint": config.joint_file, "reason": config.reason_file, "predict": config.predict_file,
-                "direct": config.direct_file, "dpo": config.dpo_file}
+                "direct": config.direct_file, "hybrid": config.hybrid_file, "dpo": config.dpo_file}
     files: dict[str, Path] = {}
     for role in roles:
         if explicit[role]:
@@ -93,7 +93,8 @@ def resolve_files(config: Any) -> dict[str, Path]:
         else:
             raise FileNotFoundError(f"No {role} dataset: give --from_run or --{role}_file.")
         if not path.is_file():
-            raise FileNotFoundError(f"Dataset file for the {role} step not found: {path}")
+            hint = " (compile with --hybrid_baseline return_markov to export it)" if role == "hybrid" else ""
+            raise FileNotFoundError(f"Dataset file for the {role} step not found: {path}{hint}")
         files[role] = path
     return files
 

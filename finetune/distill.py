@@ -39,6 +39,7 @@ from finetune.artifacts import merge_adapter
 from finetune.config import DistillConfig, parse_config
 from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, split_rows
 from finetune.evaluate_student import before_after
+from finetune.hybrid_student import hybrid_source, install_baseline
 from lms.model_store import embedded_model_dir, is_local_spec, parse_local_spec, resolve_folder
 from programs.manifest import MANIFEST_FORMAT
 from runkit.cli import run_cli
@@ -170,6 +171,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
         ``evaluation`` (before/after or why it was skipped).
     """
     files = resolve_files(config)
+    hybrid = hybrid_source(config) if config.mode == "hybrid" else None  # fails before any training
     rows = {role: read_rows(path, "dpo" if role == "dpo" else "sft") for role, path in files.items()}
     check_training_args(config)
     state = distributed_state()
@@ -200,15 +202,18 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
                 write_json(done, {k: v for k, v in stages["reason_dpo"].items() if k != "log_history"})
         adapters["reason_dpo"] = stages["reason_dpo"]["adapter"]
     reasoner_adapter = adapters.get("reason_dpo", adapters[reason_stage])
-    predictor_adapter = adapters[{"joint": "joint", "two_model": "predict", "direct": "direct"}[config.mode]]
+    predictor_adapter = adapters[{"joint": "joint", "two_model": "predict", "direct": "direct",
+                                  "hybrid": "hybrid"}[config.mode]]
     students = {"reasoner": f"{base_spec}+{Path(reasoner_adapter).resolve()}",
                 "predictor": f"{base_spec}+{Path(predictor_adapter).resolve()}"}
-    program_mode = {"joint": None, "two_model": "two_step", "direct": "direct"}[config.mode]
+    program_mode = {"joint": None, "two_model": "two_step", "direct": "direct", "hybrid": "joint"}[config.mode]
     merged: dict[str, str] = {}
     results = {"run_dir": str(run_dir), "base": base_spec, "base_folder": folder, "mode": config.mode,
                "program_mode": program_mode or compile_mode(config.from_run),
                "stages": {k: {m: v for m, v in s.items() if m != "log_history"} for k, s in stages.items()},
                "students": students, "lora_r": config.lora_r, "completion_head": any(s.get("completion_head") for s in stages.values())}
+    if hybrid is not None and main:
+        results["hybrid"] = {"baseline": install_baseline(run_dir, hybrid[0]), "k_candidates": hybrid[1]}
     if not main:  # merge, evaluation and every report belong to the main process
         return {**results, "merged": {}, "evaluation": {"available": False, "reason": "not the main process"},
                 "main_process": False}
@@ -219,7 +224,7 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     evaluation: dict[str, Any] = {"available": False, "reason": "disabled (--evaluate false)"}
     if config.evaluate:
         evaluation = before_after(config.from_run, base_spec, students, config.eval_split, config.eval_limit,
-                                  program_mode=program_mode)
+                                  program_mode=program_mode, hybrid=_hybrid_options(run_dir, results))
     results.update(merged=merged, evaluation=evaluation)
     write_json(run_dir / "metrics.json", results)
     write_json(run_dir / "nextocc.json", student_manifest(run_dir, results, reasoner_adapter, predictor_adapter))
@@ -244,10 +249,21 @@ def student_manifest(run_dir: Path, results: dict[str, Any], reasoner_adapter: s
     def rel(path: str) -> str:
         return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
 
-    return {"format": MANIFEST_FORMAT, "class": "NextOccupation", "mode": results["program_mode"],
-            "lms": dict(results["students"]), "base": results["base"],
-            "adapters": {"reasoner": rel(reasoner_adapter), "predictor": rel(predictor_adapter)},
-            "k": 5, "top1": "answer", "data_dir": None, "program": None}
+    out = {"format": MANIFEST_FORMAT, "class": "NextOccupation", "mode": results["program_mode"],
+           "lms": dict(results["students"]), "base": results["base"],
+           "adapters": {"reasoner": rel(reasoner_adapter), "predictor": rel(predictor_adapter)},
+           "k": 5, "top1": "answer", "data_dir": None, "program": None}
+    if results.get("hybrid"):
+        out.update({"class": "HybridNextOccupation", **results["hybrid"]})
+    return out
+
+
+def _hybrid_options(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"baseline": path, "k_candidates": k}`` of a hybrid run's student evaluation (None otherwise)."""
+    if not results.get("hybrid"):
+        return None
+    return {"baseline": str(Path(run_dir) / results["hybrid"]["baseline"]),
+            "k_candidates": results["hybrid"]["k_candidates"]}
 
 
 def _fmt(value: Any) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 from careers.onet import OnetTaxonomy
 from compile.optimize import compile_splits
 from compile.run_reader import compile_config
+from programs.baseline_registry import load_baseline
+from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 from programs.scoring import score_program
 
@@ -35,7 +37,8 @@ def load_split(compile_run: str | Path, split: str = "test") -> tuple[list[Any],
 
 def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | None = None, split: str = "test",
                      limit: int | None = None, examples: list | None = None, taxonomy: Any = None,
-                     program_mode: str | None = None, threads: int = 4) -> dict[str, Any]:
+                     program_mode: str | None = None, threads: int = 4,
+                     hybrid: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate the program with the given LM specs on a split of the compile run.
 
     Args:
@@ -48,6 +51,8 @@ def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | No
         taxonomy: The O*NET taxonomy.
         program_mode: ``"two_step"``, ``"joint"`` or ``"direct"`` (default: the compile config's ``mode``).
         threads: Worker threads (the local engine batches concurrent calls).
+        hybrid: ``{"baseline": baseline.json path, "k_candidates": k}``: evaluate the hybrid program with that
+            fitted baseline's candidates (the student of ``finetune.distill --mode hybrid``).
 
     Returns:
         ``{"available": True, "metrics": {...}}`` or ``{"available": False, "reason": ...}``.
@@ -58,9 +63,16 @@ def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | No
             examples, taxonomy, cfg = load_split(compile_run, split)
         examples = examples[:limit] if limit else examples
         mode = program_mode or cfg.get("mode", "two_step")
-        program = NextOccupation(mode=mode, lm=predictor if mode == "direct" and predictor else reasoner,
-                                 predictor_lm=predictor, taxonomy=taxonomy)
-        scores, _ = score_program(program, examples, taxonomy, threads=threads)
+        lm = predictor if mode == "direct" and predictor else reasoner
+        inputs = None
+        if hybrid:
+            baseline = load_baseline(hybrid["baseline"], taxonomy=taxonomy)
+            program = HybridNextOccupation(baseline=baseline, k_candidates=int(hybrid["k_candidates"]), mode=mode,
+                                           lm=lm, predictor_lm=predictor, taxonomy=taxonomy)
+            inputs = ("history", "states", "career")
+        else:
+            program = NextOccupation(mode=mode, lm=lm, predictor_lm=predictor, taxonomy=taxonomy)
+        scores, _ = score_program(program, examples, taxonomy, threads=threads, inputs=inputs)
         return {"available": True, "split": split, "mode": mode,
                 "metrics": {k: scores[k] for k in SUMMARY_KEYS if k in scores}}
     except Exception as exc:  # noqa: BLE001 - evaluation is optional; report why it was skipped
@@ -69,14 +81,16 @@ def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | No
 
 
 def before_after(compile_run: str | Path | None, base_spec: str, students: dict[str, str], split: str = "test",
-                 limit: int | None = None, program_mode: str | None = None) -> dict[str, Any]:
-    """Evaluate the base model and the student (``{"reasoner": spec, "predictor": spec}``) on the same split."""
+                 limit: int | None = None, program_mode: str | None = None,
+                 hybrid: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the base model and the student (``{"reasoner": spec, "predictor": spec}``) on the same split (both
+    inside the hybrid program when ``hybrid`` is given; see :func:`evaluate_student`)."""
     if not compile_run:
         return {"available": False, "reason": "no compile run given (--from_run); nothing to evaluate on"}
-    before = evaluate_student(compile_run, base_spec, None, split, limit, program_mode=program_mode)
+    before = evaluate_student(compile_run, base_spec, None, split, limit, program_mode=program_mode, hybrid=hybrid)
     if not before["available"]:
         return before
     after = evaluate_student(compile_run, students["reasoner"], students.get("predictor"), split, limit,
-                             program_mode=program_mode)
+                             program_mode=program_mode, hybrid=hybrid)
     return {"available": after["available"], "before": before, "after": after,
             "reason": after.get("reason")}

@@ -15,17 +15,18 @@ from runkit.files import read_mapping
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-REASONER_STAGES = ("reason_dpo", "joint", "reason")  # the reason step's adapter, best first
-PREDICTOR_STAGES = ("joint", "predict")
+REASONER_STAGES = ("reason_dpo", "joint", "hybrid", "reason")  # the reason step's adapter, best first
+PREDICTOR_STAGES = ("joint", "hybrid", "predict")
 
 
 def read_distill_run(path: Path | None) -> dict[str, Any]:
     """Reads a distill run directory.
 
     Returns:
-        ``{"available": bool, "reason", "mode", "students": {"reasoner", "predictor"}, "evaluation", "path"}``; the
-        students come from ``metrics.json`` (``students``), else from the adapters on disk (``<stage>/adapter``) and
-        the base of ``config.yaml``.
+        ``{"available": bool, "reason", "mode", "students": {"reasoner", "predictor"}, "evaluation", "path"}`` (a
+        hybrid student also ``baseline``, its baseline file, and ``k_candidates``); the students come from
+        ``metrics.json`` (``students``), else from the adapters on disk (``<stage>/adapter``) and the base of
+        ``config.yaml``.
     """
     out: dict[str, Any] = {"available": False, "path": str(path) if path else None, "students": {}, "mode": None,
                            "evaluation": None, "reason": ""}
@@ -54,6 +55,10 @@ def read_distill_run(path: Path | None) -> dict[str, Any]:
         predictor = adapter(*PREDICTOR_STAGES)
         students = {k: v for k, v in (("reasoner", reasoner), ("predictor", predictor)) if v}
     out["students"] = dict(students)
+    hybrid = metrics.get("hybrid") if isinstance(metrics.get("hybrid"), dict) else {}
+    if out["mode"] == "hybrid":
+        out["baseline"] = str(path / hybrid.get("baseline", "baseline.json"))
+        out["k_candidates"] = int(hybrid.get("k_candidates", 5))
     if not students:
         out["reason"] = f"{path} has no students yet (no metrics.json 'students' and no <stage>/adapter)"
         return out
@@ -61,6 +66,9 @@ def read_distill_run(path: Path | None) -> dict[str, Any]:
             if isinstance(spec, str) and "+" in spec and not Path(spec.split("+", 1)[1]).expanduser().is_dir()]
     if gone:
         out["reason"] = f"{path}: adapter folder(s) missing: {', '.join(gone)}"
+        return out
+    if out["mode"] == "hybrid" and not Path(out["baseline"]).is_file():
+        out["reason"] = f"{path} is a hybrid student without its baseline file {out['baseline']}"
         return out
     out["available"] = True
     return out

@@ -2,12 +2,13 @@
 # make claims-laptop: the overnight laptop-scale run behind the paper's claims, for each dataset (the latent-motive
 # synthetic world, NLSY79):
 #   compile (configs/compile_laptop[_synthetic].yaml: evidence teacher + heuristic judge on 2,000 training persons,
-#   TRL exports) -> distill (configs/distill_laptop.yaml: joint, two_model and direct LoRA students, one epoch)
+#   TRL exports incl. the hybrid student's candidate-aware traces) -> distill (configs/distill_laptop.yaml: joint,
+#   two_model, direct and hybrid LoRA students, one epoch)
 # and then the paper-claims tables over both datasets (configs/claims_laptop.yaml: 300 test persons per dataset).
 # Every step writes its own run directory under runs/ and is skipped when its metrics.json exists (a killed step
 # resumes: compile reuses its candidates, distill its latest checkpoint, claims its finished rows).
 #   DATASETS="nlsy79"          restricts the datasets (space or comma list; default: synthetic nlsy79)
-#   STUDENTS="joint"           trains only these students (space or comma list; default: joint two_model direct)
+#   STUDENTS="joint"           trains only these students (space or comma list; default: joint two_model direct hybrid)
 #   CLAIMS=0                   skips the claims step (e.g. while training students one at a time)
 #   COMPILE_ARGS, DISTILL_ARGS, CLAIMS_ARGS   extra flags of each step (e.g. the test suite's tiny version)
 set -euo pipefail
@@ -16,7 +17,7 @@ PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 export NEXTOCC_DATA_DIR="${NEXTOCC_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 DATASETS=$(echo "${DATASETS:-synthetic nlsy79}" | tr ',' ' ')
-STUDENTS=$(echo "${STUDENTS:-joint two_model direct}" | tr ',' ' ')
+STUDENTS=$(echo "${STUDENTS:-joint two_model direct hybrid}" | tr ',' ' ')
 CLAIMS=${CLAIMS:-1}
 mkdir -p runs/logs
 step() { echo "== $(date +%T) $*"; }
@@ -30,8 +31,8 @@ for ds in $DATASETS; do
 done
 for mode in $STUDENTS; do
   case "$mode" in
-    joint | two_model | direct) ;;
-    *) echo "unknown student '$mode' in STUDENTS: use joint, two_model and/or direct" >&2; exit 2 ;;
+    joint | two_model | direct | hybrid) ;;
+    *) echo "unknown student '$mode' in STUDENTS: use joint, two_model, direct and/or hybrid" >&2; exit 2 ;;
   esac
 done
 
@@ -56,7 +57,8 @@ for ds in $DATASETS; do
       continue
     fi
     max_rows=$rows
-    if [ "$mode" = joint ]; then max_rows=$((3 * rows)); fi
+    # the joint and hybrid files hold three rows per oracle example
+    if [ "$mode" = joint ] || [ "$mode" = hybrid ]; then max_rows=$((3 * rows)); fi
     step "distill $ds $mode ($max_rows rows at most)"
     start=$(date +%s)
     $PY -m finetune.distill --config configs/distill_laptop.yaml --from_run "$compile_run" --mode "$mode" \

@@ -36,12 +36,13 @@ def test_compile_configs_are_the_evidence_setup_at_claims_scale(ds):
     cfg = _compile(ds)
     assert cfg.dataset == ds and cfg.evidence_teacher and cfg.judge_lm == "heuristic"
     assert cfg.n_train >= 2000 and cfg.mode == "joint" and cfg.seed == _claims().seed
+    assert cfg.hybrid_baseline == "return_markov"  # the hybrid student's traces and baseline.json
     # the claims config finds this run under its '{dataset}' template
     assert f"{cfg.output_dir}/{cfg.run_name}" == _claims().compile_run.replace("{dataset}", ds)
 
 
 def test_distill_config_trains_one_epoch_over_1000_examples_per_student():
-    for mode in ("joint", "two_model", "direct"):
+    for mode in ("joint", "two_model", "direct", "hybrid"):
         cfg = parse_config(DistillConfig, ["--config", str(CONFIGS / "distill_laptop.yaml"), "--mode", mode])
         assert cfg.max_steps == -1 and cfg.num_train_epochs >= 1
         assert cfg.max_train_rows * (1 - cfg.eval_fraction) >= 1000  # rows per program step after the eval split
@@ -56,7 +57,7 @@ def test_claims_config_sizes_and_rows():
     assert list(cfg.rows) == list(ALL_ROWS) and "sequence" in cfg.rows and "bayes_optimal" in cfg.rows
     syn = _compile("synthetic")
     assert (cfg.synthetic_persons, cfg.motives) == (syn.synthetic_persons, syn.motives) and syn.motives
-    for mode in ("joint", "two_model", "direct"):
+    for mode in ("joint", "two_model", "direct", "hybrid"):
         assert getattr(cfg, f"distill_{mode}_run") == f"runs/distill/laptop-{{dataset}}-{mode}"
 
 
@@ -128,6 +129,8 @@ def test_script_runs_each_step_once_and_skips_finished_ones(laptop):
     proc, calls = laptop(DATASETS="nlsy79", STUDENTS="two_model")
     assert [c.split()[1] for c in calls] == ["finetune.distill", "experiments.paper_claims"]
     assert "--mode two_model" in calls[0] and "--from_run runs/compile/laptop-nlsy79" in calls[0]
+    proc, calls = laptop(DATASETS="nlsy79", STUDENTS="hybrid")  # three rows per oracle example, as the joint file
+    assert "--mode hybrid" in calls[0] and "--max_train_rows 3300" in calls[0]
 
 
 def test_script_stops_at_a_failed_step_and_rejects_unknown_names(laptop):
@@ -136,8 +139,8 @@ def test_script_stops_at_a_failed_step_and_rejects_unknown_names(laptop):
     assert "compile_laptop_synthetic.yaml" in calls[0] and "training wall time" not in proc.stdout
     proc, calls = laptop(DATASETS="synthetic", STUDENTS="joint")  # the failed student is retried, compile is not
     assert proc.returncode == 0 and [c.split()[1] for c in calls] == ["finetune.distill", "experiments.paper_claims"]
-    proc, calls = laptop(DATASETS="synthetic", STUDENTS="hybrid")
-    assert proc.returncode == 2 and "unknown student 'hybrid'" in proc.stderr and calls == []
+    proc, calls = laptop(DATASETS="synthetic", STUDENTS="oracle")
+    assert proc.returncode == 2 and "unknown student 'oracle'" in proc.stderr and calls == []
     proc, calls = laptop(DATASETS="nlsy79 esco")
     assert proc.returncode == 2 and "unknown dataset 'esco'" in proc.stderr and calls == []  # checked before any step
 
@@ -161,7 +164,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     tiny = _build_tiny_model(tmp_path / "tiny")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "PY": sys.executable, "HOME": os.environ.get("HOME", str(tmp_path)),
            "NEXTOCC_DATA_DIR": str(Path(__file__).resolve().parents[3] / "shared" / "data"),
-           "DATASETS": "synthetic", "STUDENTS": "joint",
+           "DATASETS": "synthetic", "STUDENTS": "joint hybrid",
            "COMPILE_ARGS": "--synthetic_persons 120 --n_train 16 --student_tokenizer null",
            # the tiny tokenizer needs more tokens than Gemma's for the same prompt
            "DISTILL_ARGS": f"--base {tiny} --max_train_rows 12 --max_steps 2 --save_steps 100 --eval_fraction 0 "
@@ -178,12 +181,17 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert compile_metrics["oracles"] >= 12 and compile_metrics["exports"]["sft_joint.jsonl"] > 0
     distill = json.loads((tmp_path / "runs/distill/laptop-synthetic-joint/metrics.json").read_text())
     assert distill["mode"] == "joint"
+    hybrid = json.loads((tmp_path / "runs/distill/laptop-synthetic-hybrid/metrics.json").read_text())
+    assert hybrid["mode"] == "hybrid" and hybrid["hybrid"]["k_candidates"] == 5
+    assert compile_metrics["exports"]["sft_hybrid_joint.jsonl"] == compile_metrics["exports"]["sft_joint.jsonl"]
     claims = json.loads((tmp_path / "runs/claims/laptop/claims.json").read_text())
     rows = claims["datasets"]["synthetic"]["rows"]
     assert {n for n, r in rows.items() if r["status"] == "ok"} == {
-        "frequency", "markov", "return_markov", "sequence", "distilled_joint", "bayes_optimal"}
+        "frequency", "markov", "return_markov", "sequence", "distilled_joint", "distilled_hybrid", "bayes_optimal"}
+    claim_ids = {c["id"]: c for c in claims["datasets"]["synthetic"]["claims"]}
+    assert claim_ids["h2"]["status"] == "ok" and claim_ids["s"]["status"] == "ok" and "c2" in claim_ids
     assert rows["distilled_two_model"]["status"] == "not run" and "--mode two_model" in rows["distilled_two_model"][
         "command"]
     again = subprocess.run(["bash", str(tmp_path / "scripts" / "claims_laptop.sh")], capture_output=True, text=True,
                            env=env, timeout=120)
-    assert again.returncode == 0 and again.stdout.count("skipped") == 3, again.stdout
+    assert again.returncode == 0 and again.stdout.count("skipped") == 4, again.stdout

@@ -265,7 +265,7 @@ def test_run_claims_from_fixture_run_dirs(tmp_path, splits, taxonomy):
     assert [r["name"] for r in part["table"]] == list(ALL_ROWS)
     ok = [r for r in part["table"] if r["status"] == "ok"]
     assert all(r["n"] == N_TEST for r in ok)
-    assert {r["name"] for r in ok} == set(ALL_ROWS) - {"distilled_two_model", "distilled_direct"}
+    assert {r["name"] for r in ok} == set(ALL_ROWS) - {"distilled_two_model", "distilled_direct", "distilled_hybrid"}
     # the optimized row reused the compile run's predictions for half the sample and ran the program on the rest
     assert optimized.calls == N_TEST - N_TEST // 2
     assert "predictions_optimized" in rows["optimized"]["source"] and "run here" in rows["optimized"]["source"]
