@@ -213,8 +213,9 @@ def _quality_sources(ctx: RowContext, rows: Mapping[str, RowScores], config: Cla
     sources = []
     if ctx.compile.available:
         cands = ctx.compile.candidates()
-        if cands:
-            sources.append(quality_from_candidates(cands, source=f"compile candidates ({ctx.compile.path.name})"))
+        data = quality_from_candidates(cands, source=f"compile candidates ({ctx.compile.path.name})") if cands else None
+        if data is not None and data.n:  # candidates without predictor calls have no outcome to correlate with
+            sources.append(data)
     for name, records in ctx.records.items():
         row = rows.get(name)
         if row is None or not row.ok:

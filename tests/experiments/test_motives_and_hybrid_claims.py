@@ -118,3 +118,13 @@ def test_run_claims_states_hybrid_ceiling_and_motive_claims(tmp_path, motive_spl
     assert any("predictions" in q["source"] for q in part["quality"])
     md = (tmp_path / "m" / "claims.md").read_text()
     assert "Claim (c2)" in md and "reason names the true motive" in md and "(h1)" in md and "(s)" in md
+
+
+def test_candidates_without_predictor_calls_are_no_quality_source():
+    from experiments.quality import quality_from_candidates
+
+    cands = [{"person_id": f"p{i}", "factuality": 4, "coherence": 4, "utility": 3, "oracle_score": 0.7,
+              "predicted_correct": None} for i in range(10)]  # compile's predict_candidates: false
+    assert quality_from_candidates(cands).n == 0
+    cands[0]["predicted_correct"] = True
+    assert quality_from_candidates(cands).n == 1

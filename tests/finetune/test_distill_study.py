@@ -127,7 +127,7 @@ def test_direct_mode_trains_the_no_reason_ablation(compile_run, tiny_model_dir, 
     write_jsonl(compile_run / "sft_direct.jsonl", sft_rows(8))
     res = run_distill(_distill(compile_run, tiny_model_dir, tmp_path, mode="direct", run_name="d"))
     assert set(res["stages"]) == {"direct"} and res["students"]["predictor"].endswith("direct/adapter")
-    with pytest.raises(ValueError, match="direct has no reason step"):
+    with pytest.raises(ValueError, match="mode direct has none"):
         _distill(compile_run, tiny_model_dir, tmp_path, mode="direct", dpo=True)
 
 
