@@ -279,7 +279,7 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
     claims = build_claims(rows, config, quality)
     motives = _motive_breakdowns(ctx, rows, config)
     if motives is not None:
-        claims.insert(len(claims), motive_claim(motives, preferred=[rows[n].label for n in MOTIVE_ROWS if n in rows]))
+        claims.append(motive_claim(motives, preferred=[rows[n].label for n in MOTIVE_ROWS if n in rows]))
     ds = dataset.split(":")[0]
     plots = {"accuracy": plot_accuracy(table, run_dir / f"accuracy_{ds}.png", config.primary_metric,
                                        title=f"{dataset}: {config.primary_metric} by model (n={len(test)})").name}
