@@ -81,8 +81,8 @@ def motive_claim(breakdowns: Sequence[Mapping[str, Any]], preferred: Sequence[st
     """Claim (c2) from the first breakdown (``preferred`` sources first) with at least :data:`MIN_PER_BUCKET`
     examples in each bucket."""
     statement = "Predictions are more accurate when the reason names the person's true motive (synthetic world)"
-    order = sorted(breakdowns, key=lambda b: (b["source"] not in preferred,
-                                              preferred.index(b["source"]) if b["source"] in preferred else 0))
+    order = [b for p in preferred for b in breakdowns if b["source"] == p]
+    order += [b for b in breakdowns if b["source"] not in preferred]
     for b in order:
         if b["named"]["n"] >= MIN_PER_BUCKET and b["not_named"]["n"] >= MIN_PER_BUCKET:
             return {"id": "c2", "statement": f"{statement} ({b['source']})", "kind": "groups", "a": b["source"],

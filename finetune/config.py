@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from runkit.config import ConfigError, build_parser, coerce_value, load_config, read_config_file
+from runkit.config import ConfigError, build_parser, coerce_value, instantiate, load_config, read_config_file
 
 MODES = ("joint", "two_model", "direct", "hybrid")
 T = TypeVar("T")
@@ -274,12 +274,7 @@ def parse_distill_args(argv: Sequence[str] | None = None) -> DistillConfig:
         values[name] = coerce_value(text, hints[name], f"--{name}", from_text=True)
     values["sft_args"] = {**values.get("sft_args", {}), **sft_args}
     values["dpo_args"] = {**values.get("dpo_args", {}), **dpo_args}
-    try:
-        return DistillConfig(**values)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(str(exc)) from None
+    return instantiate(DistillConfig, values)
 
 
 def parse_config(dataclass_type: type[T], argv: Sequence[str] | None = None) -> T:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lms.model_store import DEFAULT_SPEC, is_local_spec
+from programs.hybrid import BASELINE_FILE
 from runkit.files import read_mapping
 
 METRICS_FILE = "metrics.json"
@@ -57,7 +58,7 @@ def read_distill_run(path: Path | None) -> dict[str, Any]:
     out["students"] = dict(students)
     hybrid = metrics.get("hybrid") if isinstance(metrics.get("hybrid"), dict) else {}
     if out["mode"] == "hybrid":
-        out["baseline"] = str(path / hybrid.get("baseline", "baseline.json"))
+        out["baseline"] = str(path / hybrid.get("baseline", BASELINE_FILE))
         out["k_candidates"] = int(hybrid.get("k_candidates", 5))
     if not students:
         out["reason"] = f"{path} has no students yet (no metrics.json 'students' and no <stage>/adapter)"

@@ -185,6 +185,11 @@ def load_config(dataclass_type: type[T], argv: Sequence[str] | None = None, desc
                and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
     if missing:
         raise ConfigError(f"Missing required config value(s): {', '.join('--' + m for m in missing)}.")
+    return instantiate(dataclass_type, values)
+
+
+def instantiate(dataclass_type: type[T], values: dict[str, Any]) -> T:
+    """``dataclass_type(**values)``, its validation errors (``TypeError``/``ValueError``) raised as :class:`ConfigError`."""
     try:
         return dataclass_type(**values)
     except (TypeError, ValueError) as exc:
