@@ -7,10 +7,12 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
 * ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever.
 * ``fast`` -- the default path: completion-only LM head + the prompt prefix shared by a batch's rows computed once
   + the machine's dtype rule (bf16 autocast only where the hardware computes bf16 natively and faster) +
-  length-grouped batches.
+  step-grouped and length-grouped batches.
 * ``fast_no_shared_prefix`` -- ``fast`` with every row's prompt computed in full (isolates the shared-prefix lever).
 * ``fast_fp32`` -- ``fast`` in float32 (isolates the dtype lever on a CPU where the rule picks bf16).
-* ``fast_no_grouping`` -- ``fast`` with random batches (isolates length grouping).
+* ``fast_no_grouping`` -- ``fast`` without length grouping (isolates it).
+* ``fast_no_step_grouping`` -- ``fast`` with batches that mix program steps (isolates step grouping, which makes the
+  shared prefix the whole system message).
 * ``fast_batch1_accum4`` / ``fast_batch8`` -- the batch-size lever: the same effective batch as ``--batch 4`` in four
   micro-batches of one row, and micro-batches twice as large.
 
@@ -47,6 +49,7 @@ VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": Tru
             "fast": {"plain": False, "bf16": None}, "fast_no_shared_prefix": {"plain": False, "bf16": None},
             "fast_fp32": {"plain": False, "bf16": False},
             "fast_no_grouping": {"plain": False, "bf16": None, "group_by_length": False},
+            "fast_no_step_grouping": {"plain": False, "bf16": None, "group_by_prefix": False},
             "fast_batch1_accum4": {"plain": False, "bf16": None, "per_device_train_batch_size": 1,
                                    "gradient_accumulation_steps": 4},
             "fast_batch8": {"plain": False, "bf16": None, "per_device_train_batch_size": 8}}

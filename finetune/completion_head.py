@@ -5,12 +5,15 @@ Triton devices (CUDA/XPU) but every position elsewhere, so on CPU a plain ``SFTT
 through the head and then masks it. :func:`add_completion_head` patches the model so that, with
 ``completion_head=True``, the backbone's hidden states are sliced to the completion positions *before* ``lm_head``;
 the loss is the same token-mean cross-entropy. :class:`FastSFTTrainer` uses it; a token prefix shared by every row of
-a batch (DSPy's system prompt) runs once (:func:`shared_prefix_len`).
+a batch (DSPy's system prompt) runs once (:func:`shared_prefix_len`), and with ``group_by_prefix`` each batch holds
+rows of one DSPy step (:class:`~finetune.prefix_sampler.PrefixGroupedSampler`) so that prefix is the whole system
+message.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,11 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.utils import ModelOutput
 from trl import SFTTrainer
+
+from finetune.prefix_sampler import PrefixGroupedSampler, prompt_group_key
+
+logger = logging.getLogger(__name__)
+GROUP_COLUMN = "prefix_group"
 
 
 @dataclass
@@ -117,16 +125,36 @@ def _backbone_hidden(model: Any, backbone: Any, input_ids: torch.Tensor | None =
 class FastSFTTrainer(SFTTrainer):
     """``SFTTrainer`` whose loss uses :func:`add_completion_head` (``completion_head=False`` behaves like TRL's).
 
-    Also counts the non-padding tokens it trains on (``trained_tokens``) for throughput reports.
+    With ``group_by_prefix=True`` the training batches are step-grouped (:class:`PrefixGroupedSampler`, rows of
+    similar length inside a group when ``train_sampling_strategy="group_by_length"``). Also counts the non-padding
+    tokens it trains on (``trained_tokens``) for throughput reports.
     """
 
-    def __init__(self, *args: Any, completion_head: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, completion_head: bool = True, group_by_prefix: bool = False, **kwargs: Any):
         self.completion_head = completion_head
         self.trained_tokens = 0
         model = kwargs.get("model", args[0] if args else None)
         if completion_head and not isinstance(model, str):
             add_completion_head(getattr(model, "get_base_model", lambda: model)())
+        data = kwargs.get("train_dataset")
+        self.group_by_prefix = bool(group_by_prefix and data is not None and "prompt" in data.column_names)
+        if self.group_by_prefix:
+            ids: dict[Any, int] = {}
+            groups = [ids.setdefault(prompt_group_key(p), len(ids)) for p in data["prompt"]]
+            kwargs["train_dataset"] = data.add_column(GROUP_COLUMN, groups)
         super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        data = self.train_dataset
+        if not self.group_by_prefix or data is None or GROUP_COLUMN not in getattr(data, "column_names", ()):
+            return super()._get_train_sampler(train_dataset)
+        if train_dataset is not None and len(train_dataset) != len(data):
+            logger.warning("group_by_prefix: the loader's dataset differs from the training set; batches not grouped")
+            return super()._get_train_sampler(train_dataset)
+        lengths = None
+        if self.args.train_sampling_strategy == "group_by_length":
+            lengths = [len(ids) for ids in data["input_ids"]]
+        return PrefixGroupedSampler(data[GROUP_COLUMN], self.args.train_batch_size, lengths=lengths)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training and "attention_mask" in inputs:

@@ -74,6 +74,7 @@ class DistillConfig:
     use_cpu: bool | None = field(default=None, metadata={"help": "Force CPU training (None: CPU when no accelerator is visible)."})
     plain: bool = field(default=False, metadata={"help": "Baseline: stock SFTTrainer loss (LM head on every position), no length grouping."})
     group_by_length: bool = field(default=True, metadata={"help": "Fast path: batch rows of similar length (less padding)."})
+    group_by_prefix: bool = field(default=True, metadata={"help": "Fast path: batch rows of one DSPy step together (same system message and demos), so the prompt prefix a batch shares runs once."})
     # DPO
     dpo: bool = field(default=False, metadata={"help": "After SFT, run DPO on dpo_reason.jsonl from the SFT adapter of the reason step."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta."})

@@ -5,6 +5,8 @@ Fast path (default) vs ``plain``:
 * **Completion-only LM head** (:mod:`finetune.completion_head`): ``lm_head`` runs on the completion positions only.
   This shortcut applies on CPU only (:func:`use_completion_head`); on CUDA/XPU TRL's own loss path runs.
 * **bf16 autocast** where the hardware computes bf16 natively and faster (:func:`device_defaults`); fp32 elsewhere.
+* **Step-grouped batches** (``group_by_prefix``, :mod:`finetune.prefix_sampler`): a batch holds rows of one DSPy step,
+  so the completion head's shared-prefix pass covers the whole system message.
 * **Length-grouped batches** (``train_sampling_strategy="group_by_length"``) to cut padding. TRL's ``padding_free``
   needs FlashAttention and is not used on CPU; on a GPU with flash-attn, ``packing`` can be set through TRL.
 """
@@ -179,6 +181,7 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_ro
         peft_config=lora_config(config),
         callbacks=[throughput, *(callbacks or [])],
         completion_head=use_completion_head(config, plain),
+        group_by_prefix=bool(getattr(config, "group_by_prefix", True)) and not plain,
     )
     throughput.trainer = trainer
     return trainer, throughput
