@@ -10,7 +10,8 @@ Measures, on the embedded Gemma 3 270M (or ``--model``) with the dtype the machi
 * ``rank_s_per_prediction``: beam ranking of the O*NET titles, 16 prompts at once, and
   ``rank_exact_s_per_prediction``: the exact tree-attention search (:func:`lms.ranking.rank_tree`) on the same 16;
 * ``predictions_per_s`` for the ``two_step`` and ``joint`` programs on NLSY79 dev histories (16 threads);
-* ``peak_rss_mb``.
+* ``peak_rss_mb`` and ``peak_rss_mb_after`` (the peak so far after each phase: load, floor, decode speeds,
+  ranking, programs).
 
 Usage: ``python -m benchmarks.lm_throughput --out DIR [--n 64] [--new_tokens 32] [--agreement 0]``.
 ``--agreement N`` also ranks N dev prompts with both the exact search and the beam and reports how often they agree
@@ -218,6 +219,7 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     torch.manual_seed(0)
     lm = lms.load(model, dtype=dtype, constrained_fields={"occupation": _titles()}, cache=False)
     loaded = lm._engine_spec.loaded(lm.model)
+    phases = {"load": peak_rss_mb()}  # the process's peak RSS after each phase (where the peak is reached)
     examples = dev_histories(max(n, agreement))
     histories = [ex.history for ex in examples]
     result: dict[str, Any] = {"cpu": cpu_info(), "gpu": gpu_info(), "device": loaded.device, "dtype": loaded.dtype,
@@ -227,9 +229,14 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     result["floor_tok_s"] = {str(b): floor_tok_s(loaded.model, b) for b in BATCHES}
     result["flops_per_token"] = flops_per_token(loaded.model)
     result["floor_tok_s_from_matmul_gflops"] = round(result["matmul_gflops"] * 1e9 / result["flops_per_token"], 1)
+    phases["floor"] = peak_rss_mb()
     result.update(decode_speeds(loaded, histories, new_tokens))
+    phases["decode_speeds"] = peak_rss_mb()
     result.update(ranking(lm, examples, agreement))
+    phases["ranking"] = peak_rss_mb()
     result["programs"] = program_speed(lm, examples[:n], threads)
+    phases["programs"] = peak_rss_mb()
+    result["peak_rss_mb_after"] = phases
     result["predictions_per_s"] = {m: v["predictions_per_s"] for m, v in result["programs"].items()}
     result["engine_vs_floor_32"] = round(result["engine_tok_s"]["32"] / result["floor_tok_s"]["32"], 3)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -268,7 +275,8 @@ def table(result: dict[str, Any]) -> str:
     for mode, v in result["programs"].items():
         lines.append(f"{mode}: {v['predictions_per_s']} predictions/s ({result['n']} NLSY79 dev histories, "
                      f"{v['wall_s']} s, valid titles {v['valid_title_rate']:.0%})")
-    lines.append(f"peak RSS: {result['peak_rss_mb']} MB")
+    lines.append(f"peak RSS: {result['peak_rss_mb']} MB (after " + ", ".join(
+        f"{k} {v}" for k, v in result.get("peak_rss_mb_after", {}).items()) + ")")
     return "\n".join(lines)
 
 

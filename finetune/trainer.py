@@ -172,6 +172,7 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_ro
     plain = config.plain if plain is None else plain
     args = build_sft_config(config, output_dir, has_eval=bool(eval_rows), plain=plain)
     throughput = ThroughputCallback()
+    head = use_completion_head(config, plain)
     trainer = FastSFTTrainer(
         model=model,
         args=args,
@@ -180,8 +181,8 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_ro
         processing_class=tokenizer,
         peft_config=lora_config(config),
         callbacks=[throughput, *(callbacks or [])],
-        completion_head=use_completion_head(config, plain),
-        group_by_prefix=bool(getattr(config, "group_by_prefix", True)) and not plain,
+        completion_head=head,
+        group_by_prefix=head and bool(getattr(config, "group_by_prefix", True)),  # the head's shared-prefix pass
     )
     throughput.trainer = trainer
     return trainer, throughput

@@ -3,16 +3,21 @@
 A long phase (candidates, optimization, evaluation) finishes items slowly -- a batch of 16 predictions can take a
 minute on a laptop CPU -- so a bar over items alone looks stuck. :class:`LiveProgress` is a tqdm bar over the phase's
 items (rate and ETA as tqdm computes them) whose postfix shows the LM calls finished and the tokens the local engine
-has processed so far, refreshed every ``interval`` seconds from a monitor thread while the phase runs.
+has processed so far, refreshed every ``interval`` seconds from a monitor thread while the phase runs. Where the
+output is not a terminal (a log file, ``| tee``) tqdm draws nothing, so the same counts are logged as one line every
+``log_interval`` seconds instead.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
 
 _TOKENS = [0]
 _TOKENS_LOCK = threading.Lock()
@@ -54,19 +59,38 @@ class LiveProgress:
         total: Items in the phase (None: unknown, the bar counts without an ETA).
         desc: Phase name shown before the bar.
         interval: Seconds between refreshes of the live counts.
-        disable: Show nothing (the counts are still kept).
+        disable: ``True``: show nothing (the counts are still kept); ``None``: a bar on a terminal, log lines
+            elsewhere; ``False``: always a bar.
+        log_interval: Seconds between log lines where no bar is drawn (``disable=None`` off a terminal).
     """
 
-    def __init__(self, total: int | None, desc: str, interval: float = 10.0, disable: bool = False):
+    def __init__(self, total: int | None, desc: str, interval: float = 10.0, disable: bool | None = False,
+                 log_interval: float = 30.0):
         self.bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=disable, leave=True)
         self.desc, self.interval, self.counter = desc, interval, _CallCounter()
+        self.total, self.n = total, 0
+        self.log_lines = disable is not True and bool(self.bar.disable)
+        self.log_interval = log_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_tokens, self._start_time = tokens_processed(), time.monotonic()
+        self._last_log = self._start_time
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` finished items."""
+        self.n += n
         self.bar.update(n)
+
+    def status(self) -> str:
+        """One line: items done (of total), rate and ETA, and the live counts."""
+        elapsed = max(time.monotonic() - self._start_time, 1e-9)
+        rate = self.n / elapsed
+        done = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
+        eta = ""
+        if self.total is not None and rate > 0:
+            eta = f", ETA {(self.total - self.n) / rate / 60:.1f} min"
+        counts = ", ".join(f"{k} {v}" for k, v in self.postfix().items())
+        return f"{self.desc}: {done} items in {elapsed / 60:.1f} min ({rate:.3f}/s{eta}); {counts}"
 
     def postfix(self) -> dict[str, Any]:
         """The live counts: LM calls, failed calls, local tokens and tokens/s since the phase began."""
@@ -78,8 +102,13 @@ class LiveProgress:
         return out
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.bar.set_postfix(self.postfix(), refresh=True)
+        wait = min(self.interval, self.log_interval) if self.log_lines else self.interval
+        while not self._stop.wait(wait):
+            if not self.log_lines:
+                self.bar.set_postfix(self.postfix(), refresh=True)
+            elif time.monotonic() - self._last_log >= self.log_interval:
+                self._last_log = time.monotonic()
+                logger.info("%s", self.status())
 
     def __enter__(self) -> LiveProgress:
         import dspy
@@ -99,3 +128,5 @@ class LiveProgress:
             dspy.settings.callbacks.remove(self.counter)
         self.bar.set_postfix(self.postfix(), refresh=False)
         self.bar.close()
+        if self.log_lines:
+            logger.info("%s (done)", self.status())

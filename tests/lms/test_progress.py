@@ -46,3 +46,20 @@ def test_disabled_progress_still_counts():
         progress.update()
         count_tokens(3)
         assert progress.postfix()["tok"] == 3
+
+
+def test_off_a_terminal_the_counts_are_logged(caplog):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="lms.progress")
+    progress = LiveProgress(total=4, desc="rows", interval=0.02, disable=None, log_interval=0.05)
+    assert progress.log_lines  # pytest's captured output is not a terminal: tqdm draws nothing
+    with progress:
+        progress.update(2)
+        count_tokens(5)
+        time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lms.progress"]
+    assert len(lines) >= 2 and lines[-1].endswith("(done)")
+    assert "rows: 2/4 items" in lines[0] and "ETA" in lines[0] and "tok 5" in lines[0]
+    assert not LiveProgress(total=1, desc="quiet", disable=True).log_lines
