@@ -10,14 +10,11 @@ length inside it (as transformers' ``LengthGroupedSampler``), and the batches in
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
-
-logger = logging.getLogger(__name__)
 
 
 def prompt_group_key(prompt: Any) -> Hashable:
@@ -46,15 +43,15 @@ class PrefixGroupedSampler(Sampler):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if lengths is not None and len(lengths) != len(keys):
             raise ValueError(f"lengths has {len(lengths)} rows but keys has {len(keys)}.")
-        self.keys, self.batch_size, self.lengths = list(keys), batch_size, lengths
+        self.size, self.batch_size, self.lengths = len(keys), batch_size, lengths
         self.generator, self.mega_batch_mult = generator, mega_batch_mult
         groups: dict[Hashable, list[int]] = {}
-        for i, key in enumerate(self.keys):
+        for i, key in enumerate(keys):
             groups.setdefault(key, []).append(i)
         self.groups = list(groups.values())
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self.size
 
     def _perm(self, n: int) -> list[int]:
         return torch.randperm(n, generator=self.generator).tolist()

@@ -74,7 +74,6 @@ class LiveProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_tokens, self._start_time = tokens_processed(), time.monotonic()
-        self._last_log = self._start_time
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` finished items."""
@@ -102,13 +101,11 @@ class LiveProgress:
         return out
 
     def _watch(self) -> None:
-        wait = min(self.interval, self.log_interval) if self.log_lines else self.interval
-        while not self._stop.wait(wait):
-            if not self.log_lines:
-                self.bar.set_postfix(self.postfix(), refresh=True)
-            elif time.monotonic() - self._last_log >= self.log_interval:
-                self._last_log = time.monotonic()
+        while not self._stop.wait(self.log_interval if self.log_lines else self.interval):
+            if self.log_lines:
                 logger.info("%s", self.status())
+            else:
+                self.bar.set_postfix(self.postfix(), refresh=True)
 
     def __enter__(self) -> LiveProgress:
         import dspy
