@@ -1,5 +1,5 @@
-"""Top-k option ranking over an option trie: a beam (:func:`rank_beam`) and an exact best-first search decoded
-with tree attention (:func:`rank_tree`).
+"""Top-k option ranking over an option trie, decoded with tree attention: an exact best-first search
+(:func:`rank_tree`) and a beam (:func:`rank_beam`) on the same cache.
 
 In the exact search every prompt keeps one KV cache: its prompt, then each trie node it expands, appended in the order expanded. A
 step feeds the best frontier nodes of every prompt at once; each node attends to its prompt and its own ancestors
@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,11 @@ def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pa
     return out
 
 
-def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_nodes, max_nodes, stats):
+def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_nodes, max_nodes, stats, beam=None,
+                pruned=None):
+    """The tree search over one chunk of prompts. With ``beam=(width, first_width)`` each step feeds a prompt's
+    ``width`` best frontier nodes (``first_width`` on the first step) and drops the rest of its frontier (the best
+    dropped score goes to ``pruned``): a beam search on the same tree-attention cache."""
     device = model.device
     enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
     hidden, cache, mask, positions = prefill(model, enc, cache)
@@ -96,16 +101,20 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
     tree_len = 0
     while True:
         feed = []  # per prompt: the nodes fed this step
-        for row in rows:
+        for r, row in enumerate(rows):
             bound = row.bound(k)
             picked = []
-            while row.frontier and len(picked) < step_nodes and -row.frontier[0][0] > bound:
+            limit = step_nodes if beam is None else (beam[1] if row.expanded == 0 else beam[0])
+            while row.frontier and len(picked) < limit and -row.frontier[0][0] > bound:
                 if row.expanded + len(picked) >= max_nodes:
                     logger.warning("rank_tree hit max_nodes=%d for a prompt; returning its best completed options",
                                    max_nodes)
                     row.frontier.clear()
                     break
                 picked.append(heapq.heappop(row.frontier))
+            if beam is not None and row.frontier:
+                pruned[r] = max(pruned[r], -row.frontier[0][0])
+                row.frontier.clear()
             feed.append(picked)
         width = max(len(p) for p in feed)
         if width == 0:
@@ -158,20 +167,21 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
 
 @torch.inference_mode()
 def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
-              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 64,
+              prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 16,
               certificates: list[bool] | None = None, first_width: int = 0) -> list[list[tuple[str, float]]]:
     """Top-k options per prompt by beam search over the trie, all prompts decoded together.
 
-    Each prompt keeps its ``width`` best partial options; one step extends every beam by one token, reusing the
-    prompt's KV cache (computed once, the batch's shared prefix once for all prompts). An option's score is exact
-    (``log P(option tokens, terminator | prompt)``, the same as :func:`rank_trie`); what a beam can miss is an
+    Each prompt keeps its ``width`` best partial options; one step extends every beam by one token. The beams run on
+    :func:`rank_tree`'s tree-attention cache (the prompt's keys and values held once per prompt, each beam token
+    appended and attending to its prompt and ancestors), so no prompt cache is copied per beam. An option's score is
+    exact (``log P(option tokens, terminator | prompt)``, the same as :func:`rank_trie`); what a beam can miss is an
     option whose prefix fell out of the ``width`` best at some depth. A beam whose score is already below the
     prompt's k-th completed option is dropped (its completions can only score lower). A prompt's top-k is provably
     exact when no partial option that fell out of the beam scored above its k-th result; pass a list as
     ``certificates`` to receive that flag per prompt.
 
     Args:
-        model: The causal LM.
+        model: The causal LM (see :func:`rank_tree`).
         prompts: Token ids of each prompt, ending right before the value.
         trie: The allowed options.
         k: How many options to return per prompt.
@@ -179,7 +189,7 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
         pad: Padding token id.
         prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` for the prompts' shared prefix.
         share_prefix: Prefill the prompts' common prefix once.
-        max_rows: Most beam rows decoded at once; more prompts are ranked in chunks.
+        max_rows: Prompts decoded together; more are ranked in chunks.
         certificates: If given, one bool per prompt is appended: whether its top-k is provably the exact top-k.
         first_width: Beams kept per prompt after the first token (default ``width``). The first token of a title
             says little about the whole (a base model spreads its probability over hundreds of first tokens), so a
@@ -190,69 +200,17 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
     """
     width = max(width, k)
     first_width = max(first_width, width)
-    per_chunk = max(1, max_rows // first_width)
     out: list[list[tuple[str, float]]] = []
-    for start in range(0, len(prompts), per_chunk):
-        chunk = prompts[start:start + per_chunk]
+    for start in range(0, len(prompts), max_rows):
+        chunk = prompts[start:start + max_rows]
         pruned = [float("-inf")] * len(chunk)
-        ranked = _rank_beam_chunk(model, chunk, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width)
+        ranked = _rank_chunk(model, chunk, trie, k, pad, prefix_cache, share_prefix, width, sys.maxsize, {},
+                             beam=(width, first_width), pruned=pruned)
         out.extend(ranked)
         if certificates is not None:
             certificates.extend(len(r) == min(k, len(trie.options)) and (len(r) < k or pruned[i] <= r[-1][1])
                                 for i, r in enumerate(ranked))
     return out
-
-
-def _rank_beam_chunk(model, prompts, trie, k, width, pad, prefix_cache, share_prefix, pruned, first_width):
-    device = model.device
-    terminators = torch.tensor(trie.terminator_ids, dtype=torch.long, device=device)
-    enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
-    hidden, cache, mask, positions = prefill(model, enc, cache)
-    body = model.get_decoder()
-    logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
-    next_pos = positions[:, -1] + 1
-    finished: list[list[tuple[float, str]]] = [[] for _ in prompts]
-    # A beam: (score, prompt index, cache row, trie node, token to feed). Root rows are the prompts themselves.
-    roots = [(0.0, p, p, trie.root, None) for p in range(len(prompts))]
-    beams = _expand(roots, logprobs, terminators, finished, k, first_width, pruned)
-    while beams:
-        rows = torch.tensor([b[2] for b in beams], dtype=torch.long, device=device)
-        cache.batch_select_indices(rows)
-        mask = torch.cat([mask[rows], torch.ones((len(beams), 1), dtype=mask.dtype, device=device)], dim=1)
-        next_pos = next_pos[rows]
-        tokens = torch.tensor([[b[4]] for b in beams], dtype=torch.long, device=device)
-        hidden = body(input_ids=tokens, attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
-                      use_cache=True).last_hidden_state[:, -1]
-        next_pos = next_pos + 1
-        count_tokens(len(beams))
-        logprobs = torch.log_softmax(_logits(model, hidden), dim=-1)
-        beams = _expand([(score, p, row, node, None) for row, (score, p, _, node, _) in enumerate(beams)], logprobs,
-                        terminators, finished, k, width, pruned)
-    return [[(option, score) for score, option in sorted(done, key=lambda item: -item[0])[:k]] for done in finished]
-
-
-def _expand(beams, logprobs, terminators, finished, k, width, pruned):
-    """Score each beam's completion and children; keep the ``width`` best children per prompt above the bound
-    (``pruned[prompt]`` keeps the best score of a child that fell out of the beam)."""
-    end = torch.logsumexp(logprobs[:, terminators], dim=-1).tolist() if terminators.numel() else None
-    children: dict[int, list[tuple[float, int, int, Any, int]]] = {}
-    for row, (score, prompt, _, node, _) in enumerate(beams):
-        if node.option is not None and end is not None:
-            finished[prompt].append((score + end[row], node.option))
-        if node.children:
-            tokens = list(node.children)
-            values = logprobs[row, torch.tensor(tokens, device=logprobs.device)].tolist()
-            for token, value in zip(tokens, values, strict=True):
-                children.setdefault(prompt, []).append((score + value, prompt, row, node.children[token], token))
-    kept = []
-    for prompt, items in children.items():
-        done = finished[prompt]
-        bound = sorted((s for s, _ in done), reverse=True)[k - 1] if len(done) >= k else float("-inf")
-        items.sort(key=lambda item: -item[0])
-        if len(items) > width:
-            pruned[prompt] = max(pruned[prompt], items[width][0])
-        kept.extend(item for item in items[:width] if item[0] > bound)
-    return kept
 
 
 def _push(model, rows, items, hidden, terminators, counter) -> None:

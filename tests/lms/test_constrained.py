@@ -69,3 +69,39 @@ def test_beam_certificate_marks_provably_exact_rankings(tiny):
                 assert [o for o, _ in beam] == exact
         if width == len(OPTIONS):
             assert all(certs)
+
+
+def _reference_beam(model, ids, trie, k, width, first_width):
+    """A beam with every prefix scored by a full forward pass of prompt + prefix (no caches)."""
+    def logprobs(tokens):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids + tokens])).logits[0, -1].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    terminators = torch.tensor(trie.terminator_ids)
+    beams, finished, keep = [(0.0, [], trie.root)], [], first_width
+    while beams:
+        children = []
+        for score, tokens, node in beams:
+            lp = logprobs(tokens)
+            if node.option is not None:
+                finished.append((score + float(torch.logsumexp(lp[terminators], dim=-1)), node.option))
+            children += [(score + float(lp[t]), tokens + [t], child) for t, child in node.children.items()]
+        done = sorted((s for s, _ in finished), reverse=True)
+        bound = done[k - 1] if len(done) >= k else float("-inf")
+        children.sort(key=lambda item: -item[0])
+        beams, keep = [c for c in children[:keep] if c[0] > bound], width
+    return [(o, s) for s, o in sorted(finished, key=lambda item: -item[0])[:k]]
+
+
+@pytest.mark.parametrize(("width", "first_width"), [(1, 0), (2, 5), (3, 0)])
+def test_beam_ranking_equals_a_reference_beam(tiny, width, first_width):
+    tok = tiny.tokenizer
+    trie = OptionTrie(tok, OPTIONS, _terminators(tok))
+    prompts = _prompts(tok, 5)
+    beams = rank_beam(tiny.model, prompts, trie, k=2, width=width, first_width=first_width, pad=tok.pad_token_id,
+                      max_rows=3)
+    for ids, beam in zip(prompts, beams, strict=True):
+        reference = _reference_beam(tiny.model, ids, trie, 2, max(width, 2), max(first_width, width, 2))
+        assert [o for o, _ in beam] == [o for o, _ in reference]
+        assert [s for _, s in beam] == pytest.approx([s for _, s in reference], abs=1e-4)
