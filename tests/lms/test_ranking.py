@@ -78,3 +78,29 @@ def test_tree_search_node_cap_returns_what_it_completed(tiny, caplog):
     ranked = rank_tree(tiny.model, _prompts(tok, 2), trie, len(OPTIONS), pad=tok.pad_token_id, max_nodes=3)
     assert "max_nodes=3" in caplog.text
     assert all(len(r) < len(OPTIONS) for r in ranked)
+
+
+def test_tree_layer_appends_like_concatenation_past_its_reserve():
+    from lms.ranking import _TreeLayer
+
+    torch.manual_seed(0)
+    keys, values = torch.randn(2, 1, 5, 4), torch.randn(2, 1, 5, 4)
+    layer = _TreeLayer(keys, values, reserve=2)
+    ref_k, ref_v = keys, values
+    for width in (1, 3, 1, 6):  # grows twice
+        k, v = torch.randn(2, 1, width, 4), torch.randn(2, 1, width, 4)
+        out_k, out_v = layer.update(k, v)
+        ref_k, ref_v = torch.cat([ref_k, k], dim=-2), torch.cat([ref_v, v], dim=-2)
+        assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
+        assert layer.get_seq_length() == ref_k.shape[-2]
+    keys.zero_()  # the layer holds its own copy of the prompt
+    assert torch.equal(layer.keys, ref_k)
+
+
+def test_in_place_logsumexp_matches_torch():
+    from lms.ranking import _logsumexp_
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1000) * 20
+    expected = torch.logsumexp(logits, dim=-1)
+    assert torch.allclose(_logsumexp_(logits.clone()), expected, atol=1e-5)
