@@ -137,7 +137,8 @@ class ClaimsConfig:
     run_name: str | None = field(default=None, metadata={
         "help": "Run directory name (default: claims-<timestamp>); re-using it with resume reuses its predictions."})
     resume: bool = field(default=True, metadata={
-        "help": "With run_name: reuse predictions_<dataset>_<row>.jsonl already in the run directory."})
+        "help": "With run_name: reuse predictions_<dataset>_<row>.jsonl already in the run directory (a distilled "
+                "row's only while its adapter files are unchanged)."})
     n_boot: int = field(default=2000, metadata={"help": "Bootstrap replicates of every CI."})
     alpha: float = field(default=0.05, metadata={"help": "1 - confidence level of the CIs (0.05 gives 95 percent CIs)."})
     log_level: str = field(default="INFO", metadata={"help": "Logging level: DEBUG, INFO, WARNING or ERROR."})

@@ -9,6 +9,7 @@ program and the Bayes-optimal ceiling. Predictions already on disk are reused; a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from programs.scoring import score_program
 from runkit.files import JsonlWriter, read_records
 
 logger = logging.getLogger(__name__)
+SIGNATURE_FIELD = "row_signature"  # in each prediction record: the program that made it
 
 # name -> (label, group); the order of Table A
 ROW_SPECS: dict[str, tuple[str, str]] = {
@@ -104,11 +106,12 @@ class RowContext:
         label, group = ROW_SPECS[name]
         return RowScores(name=name, label=label, group=group, **kw)
 
-    def finish(self, name: str, records: list[Any], source: str, note: str = "", **extra: Any) -> RowScores:
-        """Writes the row's records and scores them."""
+    def finish(self, name: str, records: list[Any], source: str, note: str = "", signature: str | None = None,
+               **extra: Any) -> RowScores:
+        """Writes the row's records (with the ``signature`` of the program that made them) and scores them."""
         with JsonlWriter(self.pred_path(name), mode="w") as out:
             for key, rec in zip(self.keys, records, strict=True):
-                out.write({**rec, "key": key})
+                out.write({**rec, "key": key, **({SIGNATURE_FIELD: signature} if signature else {})})
         self.records[name] = records
         scores = scores_from_records(self.test, records, self.taxonomy, self.config.k)
         return self.row(name, keys=list(self.keys), groups=list(self.groups), scores=scores, source=source,
@@ -116,12 +119,24 @@ class RowContext:
 
     def run_program(self, name: str, make: Callable[[], Any] | None, reuse: Sequence[tuple[str, list[dict]]] = (),
                     inputs: tuple[str, ...] | None = None, judged: bool = True, command: str | None = None,
-                    why_not: str = "") -> RowScores:
-        """Reuses records (this run's, then ``reuse`` sources) and runs the program on the examples they miss."""
+                    why_not: str = "", signature: str | None = None) -> RowScores:
+        """Reuses records (this run's, then ``reuse`` sources) and runs the program on the examples they miss.
+
+        With a ``signature`` (what identifies the row's program, e.g. a student's adapter files), this run's earlier
+        records are reused only when they carry the same one: a retrained student is predicted again.
+        """
         sources: list[tuple[str, list[dict]]] = []
         own = self.pred_path(name)
         if self.config.resume and own.is_file():  # failed predictions of an earlier run are retried
-            sources.append((str(own), [r for r in read_records(own) if not r.get("error")]))
+            earlier = [r for r in read_records(own) if not r.get("error")]
+            if signature is not None:
+                kept = [r for r in earlier if r.get(SIGNATURE_FIELD) == signature]
+                if len(kept) < len(earlier):
+                    logger.warning("row %s: %d earlier predictions in %s came from another program (signature "
+                                   "differs from %s); they are predicted again", name, len(earlier) - len(kept), own,
+                                   signature)
+                earlier = kept
+            sources.append((str(own), earlier))
         sources.extend(reuse)
         aligned: list[Any] = [None] * len(self.test)
         used: list[str] = []
@@ -165,7 +180,8 @@ class RowContext:
         else:
             logger.info("[%s] row %s: all %d test examples reused", self.dataset, name, len(self.test))
         errors = sum(1 for rec in aligned if rec.get("error"))
-        return self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "")
+        return self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "",
+                           signature=signature)
 
 
 def baseline_kwargs(config: Any, name: str) -> dict[str, Any]:
@@ -278,12 +294,26 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
     if target is not None and target.is_dir():
         reuse = [(str(p), read_records(p)) for p in sorted(target.glob("predictions*.jsonl"))]
     row = ctx.run_program(name, make, reuse, judged=expected != "direct", command=command, why_not=why.strip("; "),
-                          inputs=BASELINE_INPUTS if expected == "hybrid" else None)
+                          inputs=BASELINE_INPUTS if expected == "hybrid" else None,
+                          signature=student_signature(info["students"]) if info["available"] else None)
     if info.get("evaluation"):
         row.extra["distill_reported_evaluation"] = info["evaluation"]
     if info["available"]:
         row.extra["students"] = info["students"]
     return row
+
+
+def student_signature(students: Mapping[str, str | None]) -> str:
+    """Identifies distilled students by their specs and adapter files (size and modification time)."""
+    parts = []
+    for role in sorted(students):
+        spec = students[role] or ""
+        parts.append(f"{role}={spec}")
+        weights = Path(spec.partition("+")[2]) / "adapter_model.safetensors" if "+" in spec else None
+        if weights is not None and weights.is_file():
+            stat = weights.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def _row_hybrid(ctx: RowContext) -> RowScores:

@@ -313,6 +313,27 @@ def test_run_claims_from_fixture_run_dirs(tmp_path, splits, taxonomy):
     assert p2["test_result"]["optimized"]["AccEM"].mean == part["test_result"]["optimized"]["AccEM"].mean
 
 
+def test_a_retrained_student_is_predicted_again(tmp_path, splits, taxonomy):
+    test = sample_test(splits)
+    compile_run = make_compile_run(tmp_path, splits, taxonomy, test)
+    distill_joint = make_distill_run(tmp_path, taxonomy, test)
+    weights = distill_joint / "joint" / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(b"first")
+    (distill_joint / "predictions_test.jsonl").unlink()  # the student itself has to answer
+    cfg = _config(tmp_path, compile_run, distill_joint, rows=["markov", "distilled_joint"])
+    first = Oracle(test, taxonomy)
+    run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(), programs={"distilled_joint": first})
+    assert first.calls == N_TEST
+    same = Oracle(test, taxonomy)  # same adapter: every prediction is reused
+    run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(), programs={"distilled_joint": same})
+    assert same.calls == 0
+    weights.write_bytes(b"retrained")  # another size and mtime: the earlier predictions are stale
+    retrained = Oracle(test, taxonomy)
+    res = run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(), programs={"distilled_joint": retrained})
+    assert retrained.calls == N_TEST
+    assert "run here" in res["datasets"]["synthetic"]["rows"]["distilled_joint"]["source"]
+
+
 def test_run_claims_without_compile_or_lm(tmp_path, splits, taxonomy):
     cfg = _config(tmp_path, tmp_path / "nope", tmp_path / "nope2", lm=None,
                   rows=["markov", "zero_shot_two_step", "zero_shot_direct", "optimized", "distilled_joint"])
