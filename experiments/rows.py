@@ -25,6 +25,7 @@ from experiments.tables import (
     scores_from_records,
 )
 from finetune.run_reader import read_distill_run
+from lms.model_store import adapter_fingerprint, is_local_spec, parse_local_spec
 from lms.resolve import lm_model
 from programs.baseline_registry import load_baseline
 from programs.factory import build_baseline, build_program
@@ -304,15 +305,14 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
 
 
 def student_signature(students: Mapping[str, str | None]) -> str:
-    """Identifies distilled students by their specs and adapter files (size and modification time)."""
+    """Identifies distilled students by their specs and adapter files (:func:`~lms.model_store.adapter_fingerprint`)."""
     parts = []
     for role in sorted(students):
         spec = students[role] or ""
         parts.append(f"{role}={spec}")
-        weights = Path(spec.partition("+")[2]) / "adapter_model.safetensors" if "+" in spec else None
-        if weights is not None and weights.is_file():
-            stat = weights.stat()
-            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        adapter = parse_local_spec(spec).adapter if is_local_spec(spec) else None
+        if adapter and Path(adapter).expanduser().is_dir():
+            parts.append(adapter_fingerprint(Path(adapter).expanduser()))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

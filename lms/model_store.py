@@ -217,6 +217,11 @@ def _fingerprint(folder: str, adapter: str | None) -> str:
     return digest.hexdigest()[:12]
 
 
+def adapter_fingerprint(adapter: str | Path) -> str:
+    """The fingerprint of one adapter folder's files, hashed as :attr:`LoadedModel.fingerprint` hashes weights."""
+    return _fingerprint(str(adapter), None)
+
+
 def pick_dtype(requested: str | None = None, device: str = "cpu"):
     """The torch compute dtype: ``requested`` if given, else ``$NEXTOCC_DTYPE``, else the machine's rule
     (:func:`lms.hardware.resolve_dtype`: bf16 where the CPU or GPU computes it natively and faster, else fp32)."""

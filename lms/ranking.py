@@ -221,31 +221,28 @@ class _TreeLayer(DynamicLayer):
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, reserve: int):
         super().__init__()
-        self.length = keys.shape[-2]
-        self._keys = keys.new_empty((*keys.shape[:-2], self.length + reserve, keys.shape[-1]))
-        self._values = values.new_empty((*values.shape[:-2], self.length + reserve, values.shape[-1]))
-        self._keys[..., : self.length, :] = keys
-        self._values[..., : self.length, :] = values
         self.device, self.is_initialized = keys.device, True
-        self.keys, self.values = self._keys[..., : self.length, :], self._values[..., : self.length, :]
+        size = keys.shape[-2] + reserve
+        self._keys, self._values = _buffer(keys, size), _buffer(values, size)
+        self.keys, self.values = self._keys[..., : keys.shape[-2], :], self._values[..., : keys.shape[-2], :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
         if end > self._keys.shape[-2]:
             size = max(end, 2 * self._keys.shape[-2])
-            for name in ("_keys", "_values"):
-                old = getattr(self, name)
-                grown = old.new_empty((*old.shape[:-2], size, old.shape[-1]))
-                grown[..., : self.length, :] = old[..., : self.length, :]
-                setattr(self, name, grown)
-        self._keys[..., self.length:end, :] = key_states
-        self._values[..., self.length:end, :] = value_states
-        self.length = end
+            self._keys, self._values = _buffer(self.keys, size), _buffer(self.values, size)
+        self._keys[..., start:end, :] = key_states
+        self._values[..., start:end, :] = value_states
         self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
         return self.keys, self.values
 
-    def get_seq_length(self) -> int:
-        return self.length
+
+def _buffer(states: torch.Tensor, size: int) -> torch.Tensor:
+    """A ``size``-long (along the sequence) buffer starting with a copy of ``states``."""
+    out = states.new_empty((*states.shape[:-2], size, states.shape[-1]))
+    out[..., : states.shape[-2], :] = states
+    return out
 
 
 def _push(model, rows, items, hidden, terminators, counter) -> None:
