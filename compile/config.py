@@ -47,6 +47,8 @@ class OptimizeConfig:
     # candidates
     candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature for candidate reasons."})
+    teacher_statistics: bool = field(default=True, metadata={"help": "Evidence teacher: let reasons cite the training split's transition statistics ('of N recorded moves from X, P% went to Y'); false keeps reasons to facts of the history and O*NET, which a student can read."})
+    teacher_moves: bool = field(default=False, metadata={"help": "Evidence teacher: state the kind of the last move (climb, pivot, return, stay...), put the pattern that continues it first and explain the gold by the kind of move it would be (careers.moves)."})
     rationalize: bool = field(default=False, metadata={"help": "Show the teacher the gold occupation (rationalization mode; off as in the paper)."})
     # selection
     threshold_factuality: float = field(default=3, metadata={"help": "Minimum factuality score (1-5) of an oracle reason."})

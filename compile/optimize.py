@@ -161,7 +161,8 @@ def build_teacher(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transit
     rewrite_lm = resolve_lm(lm_spec(rewrite, role="teacher_lm", api_base=config.api_base,
                                     max_tokens=config.max_tokens))
     return EvidenceTeacher(taxonomy, stats, seed=config.seed, rewrite_lm=rewrite_lm,
-                           tokenizer=load_tokenizer(config.student_tokenizer))
+                           tokenizer=load_tokenizer(config.student_tokenizer),
+                           statistics=config.teacher_statistics, moves=config.teacher_moves)
 
 
 def load_tokenizer(spec: str | None) -> Any:

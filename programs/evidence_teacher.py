@@ -8,7 +8,10 @@ history, reasons built from facts that can be checked:
   returns to an earlier occupation, staying within one SOC major group, the O*NET Job Zone direction;
 * the person's education against the typical education (O*NET scale RL) of the current and candidate occupations;
 * O*NET Related Occupations of the current job, with their tiers;
-* transition statistics of the training split (:class:`careers.transitions.TransitionStats`).
+* transition statistics of the training split (:class:`careers.transitions.TransitionStats`; off with
+  ``statistics=False``, since a student cannot read them in the history);
+* with ``moves=True``, the kind of the last move (:mod:`careers.moves`: a climb, a pivot, a return...), the pattern
+  that continues it first among the candidates, and the gold explained by the kind of move it would be.
 
 Candidates differ in the pattern they put forward (``common`` move, ``return``, ``related`` pivot, ``climb``,
 ``credential``-driven move, ``stay``, ``pivot``) and so in the next occupations they imply; with the gold known,
@@ -30,7 +33,9 @@ from typing import Any
 
 import dspy
 
+from careers.education import RL_WORDS, education_category
 from careers.history import CareerHistory
+from careers.moves import last_move_sentence, move_kind, move_kinds
 from careers.onet import CODE_RE, OnetTaxonomy, canonical
 from careers.transitions import TransitionStats, job_codes, job_state
 from metrics.grounding import grounding_check
@@ -38,27 +43,10 @@ from metrics.grounding import grounding_check
 logger = logging.getLogger(__name__)
 
 PATTERNS = ("common", "return", "related", "climb", "credential", "stay", "pivot")
+#: The patterns that continue each kind of move (:mod:`careers.moves`), the first applicable one is used.
+CONTINUES = {"stay": ("stay",), "return": ("return",), "climb": ("climb",), "climb2": ("credential", "climb"),
+             "pivot": ("pivot",)}
 TIER_WORDS = {"Primary-Short": "closely related", "Primary-Long": "related", "Supplemental": "loosely related"}
-#: O*NET RL categories in words that carry no degree keyword of the grounding check.
-RL_WORDS = {1: "less than a diploma", 2: "a diploma", 3: "a post-secondary award", 4: "some college",
-            5: "a two-year degree", 6: "a four-year degree", 7: "post-baccalaureate study", 8: "an advanced degree",
-            9: "post-graduate study", 10: "a professional degree", 11: "the top research degree",
-            12: "research training beyond that"}
-_LEVEL_KEYS = (("post-doctoral", 12), ("doctor", 11), ("phd", 11), ("professional", 10), ("post-master", 9),
-               ("master", 8), ("graduate degree", 8), ("some graduate", 7), ("post-baccalaureate", 7),
-               ("bachelor", 6), ("associate", 5), ("some college", 4), ("certificate", 3), ("less than", 1),
-               ("high school", 2), ("ged", 2))
-
-
-def education_category(level: str | None) -> int | None:
-    """The O*NET RL category (1-12) of an education level as written in a history, or None."""
-    text = (level or "").lower()
-    for key, cat in _LEVEL_KEYS:
-        if key in text:
-            return cat
-    return None
-
-
 class RewriteEvidence(dspy.Signature):
     """Rewrite the evidence about a person's career as two or three sentences of natural prose.
 
@@ -95,10 +83,15 @@ class EvidenceTeacher(dspy.Module):
         max_tokens: Length budget of a reason in tokens of ``tokenizer``; optional facts are left out beyond it.
         tokenizer: The student's tokenizer (``tokenizers.Tokenizer`` or a transformers tokenizer); None estimates
             one token per 3 characters (an over-estimate for the Gemma 3 tokenizer on these reasons).
+        statistics: Whether reasons may cite the training split's transition statistics (facts a student cannot
+            read in the history); without them ``stats`` only names states.
+        moves: Whether reasons state the kind of the last move (:mod:`careers.moves`), put the pattern that
+            continues it first, and explain the gold by the kind of move it would be.
     """
 
     def __init__(self, taxonomy: OnetTaxonomy, stats: TransitionStats | None = None, *, seed: int = 0,
-                 rewrite_lm: Any = None, max_implied: int = 3, max_tokens: int = 80, tokenizer: Any = None):
+                 rewrite_lm: Any = None, max_implied: int = 3, max_tokens: int = 80, tokenizer: Any = None,
+                 statistics: bool = True, moves: bool = False):
         super().__init__()
         self.taxonomy = taxonomy
         self.stats = stats
@@ -107,6 +100,7 @@ class EvidenceTeacher(dspy.Module):
         self.max_implied = int(max_implied)
         self.max_tokens = int(max_tokens)
         self.tokenizer = tokenizer
+        self.statistics, self.moves = bool(statistics), bool(moves)
         self.rewriter = dspy.Predict(RewriteEvidence) if rewrite_lm is not None else None
 
     @classmethod
@@ -156,7 +150,14 @@ class EvidenceTeacher(dspy.Module):
         level = edu[-1].get("level") if edu else None
         return {"jobs": jobs, "states": states, "reps": reps, "cur": cur, "cur_state": states[-1],
                 "cur_code": reps[-1], "changes": changes, "returns": returns, "level": level,
-                "edu_cat": education_category(level)}
+                "edu_cat": education_category(level), "kinds": move_kinds(self.taxonomy, reps)}
+
+    def _continuing(self, ctx: dict, names: list[str]) -> list[str]:
+        """``names`` with the pattern that continues the last move's kind first (with ``moves``)."""
+        if not self.moves or not ctx["kinds"]:
+            return names
+        first = next((p for p in CONTINUES.get(ctx["kinds"][-1], ()) if p in names), None)
+        return names if first is None else [first] + [p for p in names if p != first]
 
     def _trajectory(self, ctx: dict, rng: random.Random) -> tuple[list[str], list[str]]:
         """Main trajectory sentences (alternative wordings) and optional extra facts (return, zone, SOC group)."""
@@ -233,7 +234,7 @@ class EvidenceTeacher(dspy.Module):
         zone = self.taxonomy.job_zone(cur_code) if cur_code else None
         k = self.max_implied
         if name == "common":
-            if self.stats is None or not self.stats.total(ctx["cur_state"]):
+            if not self.statistics or self.stats is None or not self.stats.total(ctx["cur_state"]):
                 return None
             top = self.stats.top_next(ctx["cur_state"], 1, exclude=[ctx["cur_state"]])
             if not top or not self._state_code(top[0][0]):
@@ -298,7 +299,8 @@ class EvidenceTeacher(dspy.Module):
             if "-" in span:
                 a, b = span.split("-")
                 years = f"{int(b) - int(a) + 1} years in this line of work, "
-            return (f"With {years}staying as {self._otitle(cur_code)} is the steady next step.", [cur_code])
+            steady = f"staying as {self._otitle(cur_code)} is the steady next step."
+            return (f"With {years}{steady}" if years else steady[0].upper() + steady[1:], [cur_code])
         raise ValueError(f"unknown pattern {name!r}; choose one of {PATTERNS}")
 
     def _rationalization(self, ctx: dict, gold_code: str, gold_codes: Sequence[str],
@@ -315,7 +317,16 @@ class EvidenceTeacher(dspy.Module):
         cur_code = ctx["cur_code"]
         if cur_code in gold_set or set(job_codes(ctx["cur"])) & gold_set:
             return f"Staying as {title} is the most likely next step.", [gold_code]
-        if self.stats is not None and self.stats.total(ctx["cur_state"]):
+        kind = move_kind(self.taxonomy, [*ctx["reps"], gold_code], len(ctx["reps"])) if self.moves else None
+        last = ctx["kinds"][-1] if ctx["kinds"] else None
+        if kind in ("climb", "climb2"):
+            further = "further " if last in ("climb", "climb2") else ""
+            return (f"A {further}climb to {title}, in job zone {self.taxonomy.job_zone(gold_code)}, is the likely "
+                    "next step.", [gold_code])
+        if kind == "pivot":
+            return (f"A {'further ' if last == 'pivot' else ''}pivot to a different field, as {title}, is the likely "
+                    "next step.", [gold_code])
+        if self.statistics and self.stats is not None and self.stats.total(ctx["cur_state"]):
             for state, _, _ in self.stats.top_next(ctx["cur_state"], 50):
                 if set(self.stats.state_codes(state)) & gold_set:
                     return (self._stat_sentence(ctx, state, rng) + f"\nThat points to {title} next.", [gold_code])
@@ -339,7 +350,7 @@ class EvidenceTeacher(dspy.Module):
     def applicable_patterns(self, career: Mapping[str, Any] | CareerHistory) -> list[str]:
         """The patterns that apply to a history, in the teacher's order."""
         ctx = self._context(self._career(career))
-        return [p for p in PATTERNS if self._pattern(p, ctx, random.Random(0)) is not None]
+        return self._continuing(ctx, [p for p in PATTERNS if self._pattern(p, ctx, random.Random(0)) is not None])
 
     @staticmethod
     def _career(value: Any) -> dict:
@@ -378,7 +389,8 @@ class EvidenceTeacher(dspy.Module):
             if rationalize and gold and candidate == n - 1:
                 pattern = "rationalization"
             else:
-                names = [p for p in PATTERNS if self._pattern(p, ctx, random.Random(0)) is not None] or ["stay"]
+                names = self._continuing(ctx, [p for p in PATTERNS if self._pattern(p, ctx, random.Random(0)) is not None]
+                                         ) or ["stay"]
                 pattern = names[candidate % len(names)]
         if pattern == "rationalization":
             if not gold:
@@ -397,6 +409,10 @@ class EvidenceTeacher(dspy.Module):
         rng.shuffle(extras)
         # a statistics sentence names its next occupation itself: the sentence after it may go when space is short
         bodies = [body.replace("\n", " "), body.split("\n")[0]] if "\n" in body else [body]
+        if self.moves and (move := last_move_sentence([j["title"] for j in ctx["jobs"]], ctx["kinds"])):
+            bodies = [f"{move} {b}" for b in bodies] + bodies  # the last move's kind goes first when it fits
+            first = _span(ctx["jobs"][0]).split("-")[0]
+            mains.append(f"The history lists {len(ctx['jobs'])} jobs{' since ' + first if first else ''}.")
         main = mains[0]
         span = _span(ctx["cur"])
         mains = mains + [f"The latest job is {ctx['cur']['title']} ({span})." if span

@@ -132,3 +132,36 @@ def test_clear_errors(taxonomy, teacher):
     history = CareerHistory.from_dict({"person_id": "1", "jobs": [{"title": "Cashier", "start_year": 2010}]})
     with pytest.raises(ValueError, match="gold occupation"):
         teacher(career=history, pattern="rationalization")
+
+
+def test_without_statistics_reasons_cite_only_the_history_and_onet(taxonomy, splits):
+    teacher = EvidenceTeacher.fit(splits.train, taxonomy, statistics=False)
+    for ex in splits.train[:120]:
+        cands = teacher.candidates(ex, 4, rationalize=True)
+        assert ex.onet_code in cands[-1].implied
+        for pred in cands:
+            assert "recorded moves" not in pred.reason and "%" not in pred.reason and pred.pattern != "common"
+            assert grounding_check(pred.reason, ex.history).score == 1.0, pred.reason
+
+
+def test_moves_name_the_last_move_and_the_motive_it_shows(taxonomy, splits):
+    """With ``moves``, reasons state the last move's kind, grounded, and name the true motive far more often."""
+    from careers.motives import motives_named
+
+    plain, moving = (EvidenceTeacher.fit(splits.train, taxonomy, moves=m, statistics=False) for m in (False, True))
+    named = {False: 0, True: 0}
+    stated = 0
+    examples = splits.train[:200]
+    for ex in examples:
+        for flag, teacher in ((False, plain), (True, moving)):
+            cands = teacher.candidates(ex, 4, rationalize=True)
+            named[flag] += ex.motive in motives_named(cands[-1].reason)
+            if flag:
+                stated += any("Their last move" in c.reason for c in cands)
+                for pred in cands:
+                    assert grounding_check(pred.reason, ex.history).score == 1.0, pred.reason
+    assert named[True] >= 1.5 * named[False], named
+    assert stated >= 0.5 * sum(len(ex.career["jobs"]) >= 2 for ex in examples)
+    ex = next(e for e in examples if len(e.career["jobs"]) >= 2 and e.career["jobs"][-1].get("onet_code")
+              == e.career["jobs"][-2].get("onet_code"))
+    assert moving.applicable_patterns(ex.career)[0] == "stay" and plain.applicable_patterns(ex.career)[0] != "stay"
