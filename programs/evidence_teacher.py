@@ -25,6 +25,7 @@ the grounding check or drops an implied occupation is rejected and the evidence 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import random
@@ -47,6 +48,8 @@ PATTERNS = ("common", "return", "related", "climb", "credential", "stay", "pivot
 CONTINUES = {"stay": ("stay",), "return": ("return",), "climb": ("climb",), "climb2": ("credential", "climb"),
              "pivot": ("pivot",)}
 TIER_WORDS = {"Primary-Short": "closely related", "Primary-Long": "related", "Supplemental": "loosely related"}
+
+
 class RewriteEvidence(dspy.Signature):
     """Rewrite the evidence about a person's career as two or three sentences of natural prose.
 
@@ -56,10 +59,6 @@ class RewriteEvidence(dspy.Signature):
     history: str = dspy.InputField(desc="The person's career history.")
     evidence: str = dspy.InputField(desc="Verified facts and the next occupations they point to.")
     reason: str = dspy.OutputField(desc="The evidence as short natural prose (at most 80 words).")
-
-
-def _lower(title: str) -> str:
-    return title.lower()
 
 
 def _span(job: Mapping[str, Any]) -> str:
@@ -111,8 +110,6 @@ class EvidenceTeacher(dspy.Module):
     def __deepcopy__(self, memo):
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
-        import copy
-
         for key, value in self.__dict__.items():
             shared = key in ("taxonomy", "stats", "rewrite_lm", "tokenizer")
             new.__dict__[key] = value if shared else copy.deepcopy(value, memo)
@@ -221,7 +218,7 @@ class EvidenceTeacher(dspy.Module):
         """The lower-case title of a statistics state: the O*NET title of a code, else the training title."""
         if CODE_RE.match(state) and state in self.taxonomy.occupations:
             return self._otitle(state)
-        return _lower(self.stats.title(state) if self.stats else state)
+        return (self.stats.title(state) if self.stats else state).lower()
 
     def _state_code(self, state: str) -> str | None:
         codes = self.stats.state_codes(state) if self.stats else ()
