@@ -72,3 +72,17 @@ def test_main_prints_one_combined_table(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(bm, "measure_train", lambda **kw: (_ for _ in ()).throw(ImportError("finetune missing")))
     assert bm.main(["--only", "train"]) == 1
     assert "finetune missing" in capsys.readouterr().out
+
+
+def test_phase_peak_rss_resets_to_the_phase():
+    from benchmarks.lm_throughput import peak_rss_mb, reset_peak_rss
+
+    block = bytearray(300 * 1024 * 1024)  # touch 300 MB
+    high = peak_rss_mb()
+    del block
+    if not reset_peak_rss():
+        pytest.skip("no malloc_trim or /proc/self/clear_refs on this platform")
+    low = peak_rss_mb()
+    assert low < high - 250  # the freed block no longer counts in the next phase's peak
+    block = bytearray(100 * 1024 * 1024)
+    assert peak_rss_mb() >= low + 90
