@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dspy import Prediction
+
 from compile.run_reader import read_compile_run
 from experiments.tables import (
     STATUS_FAILED,
@@ -25,13 +27,14 @@ from experiments.tables import (
     scores_from_records,
 )
 from finetune.run_reader import read_distill_run
+from lms import usage
 from lms.model_store import adapter_fingerprint, is_local_spec, parse_local_spec
 from lms.resolve import lm_model
 from programs.baseline_registry import load_baseline
 from programs.factory import build_baseline, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
-from programs.scoring import score_program
+from programs.scoring import judge_means, prediction_record, score_program
 from runkit.files import JsonlWriter, read_records
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,36 @@ class RowContext:
     def pred_path(self, row: str) -> Path:
         return self.run_dir / f"predictions_{self.dataset.split(':')[0]}_{row}.jsonl"
 
+    def partial_path(self, row: str) -> Path:
+        """Where a row's predictions are appended as they finish, until the row's file is written."""
+        return self.run_dir / f"predictions_{self.dataset.split(':')[0]}_{row}.partial.jsonl"
+
+    def _earlier(self, path: Path, name: str, signature: str | None) -> list[dict]:
+        """This run's earlier records of a row in ``path``: failed ones dropped (they are retried), and with a
+        ``signature`` only the records made by that program."""
+        earlier = [r for r in read_records(path) if not r.get("error")]
+        if signature is not None:
+            kept = [r for r in earlier if r.get(SIGNATURE_FIELD) == signature]
+            if len(kept) < len(earlier):
+                logger.warning("row %s: %d earlier predictions in %s came from another program (signature "
+                               "differs from %s); they are predicted again", name, len(earlier) - len(kept), path,
+                               signature)
+            earlier = kept
+        return earlier
+
+    def _judge_missing(self, records: list[dict]) -> None:
+        """Adds the judge's verdict to records that have a reason but none (predictions kept by an interrupted run
+        are appended before the row is judged)."""
+        todo = [i for i, rec in enumerate(records) if rec and rec.get("reason") and rec.get("judge") is None]
+        if not todo:
+            return
+        with usage.role("judge"):
+            _, verdicts = judge_means(self.judge, [self.test[i] for i in todo],
+                                      [Prediction(reason=records[i]["reason"]) for i in todo],
+                                      threads=self.config.threads)
+        for i, verdict in zip(todo, verdicts, strict=True):
+            records[i] = {**records[i], "judge": verdict}
+
     def row(self, name: str, **kw: Any) -> RowScores:
         label, group = ROW_SPECS[name]
         return RowScores(name=name, label=label, group=group, **kw)
@@ -127,17 +160,10 @@ class RowContext:
         records are reused only when they carry the same one: a retrained student is predicted again.
         """
         sources: list[tuple[str, list[dict]]] = []
-        own = self.pred_path(name)
-        if self.config.resume and own.is_file():  # failed predictions of an earlier run are retried
-            earlier = [r for r in read_records(own) if not r.get("error")]
-            if signature is not None:
-                kept = [r for r in earlier if r.get(SIGNATURE_FIELD) == signature]
-                if len(kept) < len(earlier):
-                    logger.warning("row %s: %d earlier predictions in %s came from another program (signature "
-                                   "differs from %s); they are predicted again", name, len(earlier) - len(kept), own,
-                                   signature)
-                earlier = kept
-            sources.append((str(own), earlier))
+        own, partial = self.pred_path(name), self.partial_path(name)
+        for path in (own, partial):  # the row's file, then what an interrupted run appended
+            if self.config.resume and path.is_file():
+                sources.append((str(path), self._earlier(path, name, signature)))
         sources.extend(reuse)
         aligned: list[Any] = [None] * len(self.test)
         used: list[str] = []
@@ -149,6 +175,8 @@ class RowContext:
                     aligned[i], filled = rec, filled + 1
             if filled:
                 used.append(f"{label} ({filled})")
+        if judged and self.judge is not None and partial.is_file():
+            self._judge_missing(aligned)
         missing = [i for i, rec in enumerate(aligned) if rec is None]
         program = None
         if missing:
@@ -168,9 +196,13 @@ class RowContext:
                 return self.row(name, status=STATUS_NOT_RUN, note=note, command=command)
             logger.info("[%s] row %s: running on %d of %d test examples", self.dataset, name, len(missing),
                         len(self.test))
-            _, records = score_program(program, [self.test[i] for i in missing], self.taxonomy,
-                                       judge=self.judge if judged else None, threads=self.config.threads,
-                                       ks=tuple(sorted({1, self.config.k})), inputs=inputs)
+            stamp = {SIGNATURE_FIELD: signature} if signature else {}
+            with JsonlWriter(partial, mode="a" if self.config.resume else "w") as out:
+                _, records = score_program(
+                    program, [self.test[i] for i in missing], self.taxonomy, judge=self.judge if judged else None,
+                    threads=self.config.threads, ks=tuple(sorted({1, self.config.k})), inputs=inputs,
+                    on_prediction=lambda ex, pred: out.write({**prediction_record(ex, pred), "key": example_key(ex),
+                                                              **stamp}))
             for i, rec in zip(missing, records, strict=True):
                 aligned[i] = rec
             used.append(f"run here ({len(missing)})")
@@ -181,8 +213,10 @@ class RowContext:
         else:
             logger.info("[%s] row %s: all %d test examples reused", self.dataset, name, len(self.test))
         errors = sum(1 for rec in aligned if rec.get("error"))
-        return self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "",
-                           signature=signature)
+        row = self.finish(name, aligned, "; ".join(used), note=f"{errors} failed predictions" if errors else "",
+                          signature=signature)
+        partial.unlink(missing_ok=True)  # the row's file now holds every record
+        return row
 
 
 def baseline_kwargs(config: Any, name: str) -> dict[str, Any]:

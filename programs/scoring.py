@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dspy
@@ -31,7 +31,9 @@ def _failed(exc: Exception) -> dspy.Prediction:
 
 
 def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: int = 1,
-                  inputs: tuple[str, ...] | None = None, progress: bool = True) -> list[dspy.Prediction]:
+                  inputs: tuple[str, ...] | None = None, progress: bool = True,
+                  on_prediction: Callable[[dspy.Example, dspy.Prediction], None] | None = None,
+                  ) -> list[dspy.Prediction]:
     """Runs ``program`` on every example (in ``threads`` worker threads), in order.
 
     Args:
@@ -40,6 +42,8 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         threads: Worker threads.
         inputs: Field names to pass instead of ``example.inputs()``.
         progress: Show a live progress bar (:class:`lms.progress.LiveProgress`: predictions, LM calls, tokens).
+        on_prediction: Called with ``(example, prediction)`` as each prediction finishes, from the worker thread
+            (e.g. to append it to a JSONL file, so an interrupted run keeps what it finished).
 
     Returns:
         One prediction per example; a failed call yields an unmatched prediction with an ``error`` field.
@@ -51,12 +55,14 @@ def predict_batch(program: Any, examples: Sequence[dspy.Example], *, threads: in
         def run(example):
             kwargs = {k: example.get(k) for k in inputs} if inputs else dict(example.inputs())
             try:
-                return program(**kwargs)
+                pred = program(**kwargs)
             except Exception as exc:  # noqa: BLE001 - recorded as a failed prediction
                 logger.warning("prediction failed for %s: %s", example.get("person_id"), exc)
-                return _failed(exc)
-            finally:
-                bar.update()
+                pred = _failed(exc)
+            if on_prediction is not None:
+                on_prediction(example, pred)
+            bar.update()
+            return pred
 
         if threads <= 1:
             return [run(ex) for ex in examples]
@@ -108,11 +114,12 @@ def score_program(
     ks: tuple[int, ...] = (1, 5),
     inputs: tuple[str, ...] | None = None,
     role: str = "predictor",
+    on_prediction: Callable[[dspy.Example, dspy.Prediction], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Predicts and scores: accuracy metrics (and judge means when ``judge`` is given).
 
     The program's LM calls are counted under ``role`` and the judge's under ``judge`` in the enclosing
-    :func:`lms.usage.tracking` block.
+    :func:`lms.usage.tracking` block. ``on_prediction`` is passed to :func:`predict_batch`.
 
     Returns:
         ``(metrics, records)``: ``metrics`` is :func:`metrics.accuracy.evaluate_predictions` without the
@@ -122,7 +129,7 @@ def score_program(
     t0 = time.perf_counter()
     examples = list(examples)
     with usage.role(role):
-        preds = predict_batch(program, examples, threads=threads, inputs=inputs)
+        preds = predict_batch(program, examples, threads=threads, inputs=inputs, on_prediction=on_prediction)
     scored = evaluate_predictions(examples, preds, taxonomy, ks=ks)
     rows = scored.pop("per_example")
     scored["errors"] = sum(1 for p in preds if p.get("error"))
@@ -144,15 +151,19 @@ def score_program(
         scored.update(means)
     scored["seconds"] = round(time.perf_counter() - t0, 2)
     it = iter(verdicts)
-    records = []
-    for ex, pred, row in zip(examples, preds, rows, strict=True):
-        records.append({
-            "person_id": ex.get("person_id"), "history": ex.get("history"),
-            "gold_occupation": ex.get("occupation"), "gold_codes": list(ex.get("gold_codes") or []),
-            "reason": pred.get("reason"), "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
-            "matched": pred.get("matched"), "ranked": [list(r) for r in pred.get("ranked") or []],
-            "ranking": pred.get("ranking"),
-            "error": pred.get("error"), "scores": row,
-            "judge": next(it) if (judge is not None and pred.get("reason")) else None,
-        })
+    records = [prediction_record(ex, pred, scores=row,
+                                 verdict=next(it) if (judge is not None and pred.get("reason")) else None)
+               for ex, pred, row in zip(examples, preds, rows, strict=True)]
     return scored, records
+
+
+def prediction_record(example: dspy.Example, pred: dspy.Prediction, scores: dict | None = None,
+                      verdict: dict | None = None) -> dict[str, Any]:
+    """One JSON-ready record of a prediction: history, gold, reason, prediction, ranked list, scores and verdict."""
+    return {
+        "person_id": example.get("person_id"), "history": example.get("history"),
+        "gold_occupation": example.get("occupation"), "gold_codes": list(example.get("gold_codes") or []),
+        "reason": pred.get("reason"), "occupation": pred.get("occupation"), "onet_code": pred.get("onet_code"),
+        "matched": pred.get("matched"), "ranked": [list(r) for r in pred.get("ranked") or []],
+        "ranking": pred.get("ranking"), "error": pred.get("error"), "scores": scores, "judge": verdict,
+    }

@@ -334,6 +334,44 @@ def test_a_retrained_student_is_predicted_again(tmp_path, splits, taxonomy):
     assert "run here" in res["datasets"]["synthetic"]["rows"]["distilled_joint"]["source"]
 
 
+class Interrupted(Oracle):
+    """An oracle that is stopped (Ctrl-C) after ``after`` predictions."""
+
+    def __init__(self, examples, taxonomy, after):
+        super().__init__(examples, taxonomy)
+        self.after = after
+
+    def __call__(self, history, **kw):
+        if self.calls == self.after:
+            raise KeyboardInterrupt
+        return super().__call__(history, **kw)
+
+
+def test_an_interrupted_lm_row_keeps_its_finished_predictions(tmp_path, splits, taxonomy):
+    test = sample_test(splits)
+    compile_run = make_compile_run(tmp_path, splits, taxonomy, test)
+    distill_joint = make_distill_run(tmp_path, taxonomy, test)
+    (distill_joint / "predictions_test.jsonl").unlink()  # the student itself has to answer
+    cfg = _config(tmp_path, compile_run, distill_joint, rows=["markov", "distilled_joint"], threads=1,
+                  judge_lm="heuristic")
+    with pytest.raises(KeyboardInterrupt):
+        run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(),
+                   programs={"distilled_joint": Interrupted(test, taxonomy, after=5)})
+    run_dir = tmp_path / "claims" / "r"
+    partial = run_dir / "predictions_synthetic_distilled_joint.partial.jsonl"
+    kept = read_jsonl(partial)
+    assert len(kept) == 5 and all(r["reason"] and r["row_signature"] and r["judge"] is None for r in kept)
+    rest = Oracle(test, taxonomy)
+    res = run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(), programs={"distilled_joint": rest})
+    assert rest.calls == N_TEST - 5  # only what the interrupted run had not finished
+    row = res["datasets"]["synthetic"]["rows"]["distilled_joint"]
+    assert row["status"] == "ok" and f"{partial} (5)" in row["source"] and f"run here ({N_TEST - 5})" in row["source"]
+    assert not partial.exists()
+    final = read_jsonl(run_dir / "predictions_synthetic_distilled_joint.jsonl")
+    assert len(final) == N_TEST and all(r["judge"] and "utility" in r["judge"] for r in final)
+    assert res["datasets"]["synthetic"]["test_result"]["distilled_joint"]["AccEM"].mean == 1.0
+
+
 def test_run_claims_without_compile_or_lm(tmp_path, splits, taxonomy):
     cfg = _config(tmp_path, tmp_path / "nope", tmp_path / "nope2", lm=None,
                   rows=["markov", "zero_shot_two_step", "zero_shot_direct", "optimized", "distilled_joint"])
