@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
-export NEXTOCC_DATA_DIR ?= ../shared/data
+export NEXTOCC_DATA_DIR ?= $(abspath ../shared/data)
 
 .PHONY: install test test-fast lint demo evaluate claims-laptop
 

@@ -172,7 +172,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
            "CLAIMS_ARGS": '--synthetic_persons 120 --n_test 6 --lm null --n_boot 100 '
                           '--baseline_options {"sequence":{"epochs":1,"hidden_size":8}}'}
     if os.environ.get("NEXTOCC_DATA_DIR"):
-        env["NEXTOCC_DATA_DIR"] = os.environ["NEXTOCC_DATA_DIR"]
+        env["NEXTOCC_DATA_DIR"] = str(Path(os.environ["NEXTOCC_DATA_DIR"]).resolve())  # the script runs elsewhere
     proc = subprocess.run(["bash", str(tmp_path / "scripts" / "claims_laptop.sh")], capture_output=True, text=True,
                           env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
