@@ -38,6 +38,7 @@ import dspy  # noqa: E402
 import torch  # noqa: E402
 
 import lms  # noqa: E402
+from benchmarks.rank_agreement import agreement as beam_agreement  # noqa: E402
 from careers.datasets import load_dataset  # noqa: E402
 from careers.onet import OnetTaxonomy  # noqa: E402
 from careers.splits import sample_per_person  # noqa: E402
@@ -209,10 +210,8 @@ def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -
             # the tree search against the old per-prompt best-first search on a few prompts (same dtype; batching
             # changes rounding, so near-ties may swap in bf16)
             checks = [rank_trie(loaded.model, prompts[i], trie, 5) for i in range(min(verify, agreement))]
-        pairs = [(beams[i][:5], exact[i][:5]) for i in range(agreement)]
-        top1 = sum(b[0][0] == e[0][0] for b, e in pairs) / agreement
-        overlap = sum(len({o for o, _ in b} & {o for o, _ in e}) / 5 for b, e in pairs) / agreement
-        out.update(agreement_n=agreement, top1_agreement=round(top1, 4), top5_overlap=round(overlap, 4),
+        top1, overlap = beam_agreement(beams, exact, 5)
+        out.update(agreement_n=agreement, top1_agreement=top1, top5_overlap=overlap,
                    exact_s_per_prediction_agreement_run=round(exact_total / agreement, 3),
                    beam_s_per_prediction_agreement_run=round(beam_total / agreement, 3),
                    tree_vs_per_prompt_search_top1=sum(c[0][0] == exact[i][0][0] for i, c in enumerate(checks)),

@@ -31,7 +31,6 @@ from lms.ranking import rank_beam, rank_tree  # noqa: E402
 from runkit.files import read_records  # noqa: E402
 from signatures import PredictDirect, PredictOccupation, ReasonAndPredict  # noqa: E402
 
-logger = logging.getLogger(__name__)
 MODES = {"joint": ReasonAndPredict, "two_step": PredictOccupation, "direct": PredictDirect}
 
 
@@ -75,13 +74,19 @@ def run(model: str, predictions: str, mode: str = "joint", n: int = 48, k: int =
         exact = rank_tree(loaded.model, prompts, trie, k, pad=pad, stats=stats)
         exact_s = time.perf_counter() - start
     count = len(prompts)
+    top1, overlap = agreement(beams, exact, k)
     return {"model": model, "predictions": str(predictions), "mode": mode, "n": count, "k": k, "width": width,
-            "dtype": loaded.dtype, "device": loaded.device,
-            "top1_agreement": round(sum(b[0][0] == e[0][0] for b, e in zip(beams, exact, strict=True)) / count, 4),
-            "topk_overlap": round(sum(len({o for o, _ in b[:k]} & {o for o, _ in e[:k]}) / k
-                                      for b, e in zip(beams, exact, strict=True)) / count, 4),
+            "dtype": loaded.dtype, "device": loaded.device, "top1_agreement": top1, "topk_overlap": overlap,
             "beam_s_per_prediction": round(beam_s / count, 3), "exact_s_per_prediction": round(exact_s / count, 3),
             "exact_nodes_per_prediction": round(stats.get("expanded", 0) / count, 1)}
+
+
+def agreement(beams: list[list[tuple[str, float]]], exact: list[list[tuple[str, float]]], k: int) -> tuple[float, float]:
+    """Share of prompts whose beam top-1 is the exact top-1, and the mean overlap of their top-k sets (over k)."""
+    pairs = list(zip(beams, exact, strict=True))
+    top1 = sum(b[0][0] == e[0][0] for b, e in pairs) / len(pairs)
+    overlap = sum(len({o for o, _ in b[:k]} & {o for o, _ in e[:k]}) / k for b, e in pairs) / len(pairs)
+    return round(top1, 4), round(overlap, 4)
 
 
 def main(argv: list[str] | None = None) -> int:
