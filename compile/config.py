@@ -42,7 +42,7 @@ class OptimizeConfig:
     predict_candidates: bool = field(default=True, metadata={"help": "Run the predictor on every candidate reason (prediction, likelihood utility in candidates.jsonl); false skips these LM calls (fast LM-free candidate phase)."})
     motives: bool = field(default=False, metadata={"help": "Synthetic data only: the latent-motive world (careers.motives) instead of the second-order Markov chain."})
     api_base: str | None = field(default=None, metadata={"help": "Default API base URL of remote teacher/judge string specs (a mapping's own api_base wins)."})
-    max_tokens: int = field(default=96, metadata={"help": "Max new tokens per call of a remote teacher/judge LM: one budget for the whole reply (all output fields of the step together), sent as the request's max_tokens. Local models keep the engine's caps (128 tokens per free-text field, 512 per call)."})
+    max_tokens: int = field(default=96, metadata={"help": "Max new tokens per call of the teacher, judge and predictor LMs (where their spec sets none): one budget for the whole reply (all output fields of the step together), sent as the request's max_tokens; a local model also keeps its engine's cap of 128 tokens per free-text field."})
     json_fallback: bool = field(default=False, metadata={"help": "Let DSPy's ChatAdapter retry an unparseable reply with the JSONAdapter (a second request; off: the ChatAdapter's own parse error is reported)."})
     # candidates
     candidates_per_person: int = field(default=4, metadata={"help": "Candidate reasons sampled per training example."})

@@ -67,6 +67,7 @@ def load(spec: str = DEFAULT_SPEC, **kwargs: Any) -> dspy.LM:
 
 
 LM_SPEC_KEYS = ("model", "api_base", "api_key_env", "max_tokens", "temperature", "num_retries", "cache")
+_REMOTE_ONLY = {"api_base", "api_key_env", "num_retries"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -78,7 +79,8 @@ def lm_spec(value: Any, *, role: str = "lm", api_base: str | None = None, **defa
             keys of :data:`LM_SPEC_KEYS`.
         role: The config key (``teacher_lm``, ``judge_lm``, ...) named in errors.
         api_base: A CLI-wide ``--api_base`` for remote specs that give none.
-        **defaults: Further defaults for remote specs (e.g. ``max_tokens``), used when the spec gives none.
+        **defaults: Further defaults (e.g. ``max_tokens``: a local model takes it as its per-call budget too), used
+            when the spec gives none; ``api_base``-like remote-only keys are never added to a local spec.
 
     Returns:
         None, the spec string (local models, or a remote model without options) or a mapping for
@@ -122,15 +124,15 @@ def lm_spec(value: Any, *, role: str = "lm", api_base: str | None = None, **defa
     if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
         raise ValueError(f"{role}: api_key_env must name an environment variable (e.g. OPENAI_API_KEY), got "
                          f"{key_env!r}.")
-    if is_local_spec(out["model"]):
-        bad = sorted(set(out) & {"api_base", "api_key_env", "num_retries"})
+    local = is_local_spec(out["model"])
+    if local:
+        bad = sorted(set(out) & _REMOTE_ONLY)
         if bad:
             raise ValueError(f"{role}: {bad} are meaningless for the local model {out['model']!r}.")
-        return out["model"] if set(out) == {"model"} else out
-    if api_base and "api_base" not in out:
+    elif api_base and "api_base" not in out:
         out["api_base"] = api_base
     for key, default in defaults.items():
-        if default is not None:
+        if default is not None and not (local and key in _REMOTE_ONLY):
             out.setdefault(key, default)
     return out["model"] if set(out) == {"model"} else out
 

@@ -140,7 +140,9 @@ def test_per_role_lm_specs_from_yaml_and_flags(tmp_path):
                        "max_tokens": cfg.max_tokens}
     assert judge == {"model": "openai/gpt-4.1-mini", "api_key_env": "OPENAI_API_KEY", "num_retries": 5,
                      "api_base": "http://default:1/v1", "max_tokens": cfg.max_tokens}
-    assert _lm_spec("local:gemma-3-270m", cfg) == "local:gemma-3-270m"
+    # a local model takes the run's per-call budget too (the demo's 64 tokens), never remote-only keys
+    assert _lm_spec("local:gemma-3-270m", cfg) == {"model": "local:gemma-3-270m", "max_tokens": cfg.max_tokens}
+    assert _lm_spec("{model: local:gemma-3-270m, max_tokens: 32}", cfg)["max_tokens"] == 32
 
 
 def test_study_takes_lm_flags(tmp_path):

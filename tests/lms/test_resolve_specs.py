@@ -14,6 +14,8 @@ def test_strings_mappings_and_yaml_text():
     assert lm_spec("{model: hosted_vllm/t, api_base: 'http://gpu:8000/v1', num_retries: 3}", api_base="http://x") == {
         "model": "hosted_vllm/t", "api_base": "http://gpu:8000/v1", "num_retries": 3}
     assert lm_spec("local:gemma-3-270m", api_base="http://h/v1") == "local:gemma-3-270m"
+    assert lm_spec("local:gemma-3-270m", api_base="http://h/v1", max_tokens=64) == {
+        "model": "local:gemma-3-270m", "max_tokens": 64}
     assert lm_spec(None) is None
 
 
