@@ -44,7 +44,7 @@ from careers.onet import OnetTaxonomy  # noqa: E402
 from careers.splits import sample_per_person  # noqa: E402
 from lms.chat_template import render_prompt  # noqa: E402
 from lms.constrained import rank_trie  # noqa: E402
-from lms.generation import Segment, encode_ids, generate_segments, prefill  # noqa: E402
+from lms.generation import Segment, generate_segments, prefill_ids  # noqa: E402
 from lms.hardware import cpu_info, gpu_info, matmul_gflops  # noqa: E402
 from lms.ranking import rank_beam, rank_tree  # noqa: E402
 from programs import NextOccupation  # noqa: E402
@@ -162,8 +162,7 @@ def _prefill(loaded: Any, prompts: list[list[int]], prefix_cache: Any) -> None:
     """The prompts' prefill alone (what decoding the answer costs before its first token), as the beam does it."""
     model = loaded.model
     with torch.inference_mode():
-        enc, cache = encode_ids(model, prompts, loaded.tokenizer.pad_token_id, True, prefix_cache)
-        hidden = prefill(model, enc, cache)[0]
+        hidden = prefill_ids(model, prompts, loaded.tokenizer.pad_token_id, True, prefix_cache)[0]
         model.get_output_embeddings()(hidden)
 
 

@@ -4,7 +4,8 @@
 ``lms.constrained``), stop strings and token budget. The default loop drops a row from the batch -- and its KV-cache
 row -- as soon as it is done, so short answers do not pay for the longest one; ``hf_generate=True`` uses a single
 ``model.generate`` with a per-row ``StoppingCriteria`` instead (same greedy output, tested). The token prefix common
-to all prompts (DSPy's system message) is prefilled once and its cache repeated over the rows. Stop strings are
+to all prompts (DSPy's system message) is prefilled once and its cache repeated over the rows (rows as long as a
+sliding attention window: continued one by one, :mod:`lms.row_prefill`). Stop strings are
 checked by decoding only the last few tokens of a row (``generate(stop_strings=...)`` was measured ~10x slower).
 """
 
@@ -20,6 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from lms.constrained import RowConstraintsProcessor, TrieConstraint
 from lms.progress import count_tokens
+from lms.row_prefill import prefill_rows
 
 logger = logging.getLogger(__name__)
 
@@ -124,24 +126,25 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
         end_ids: End-of-turn token ids (stop every row).
         sampling: ``{"temperature", "top_p", "top_k"}``; greedy when None or temperature is 0.
         seed: Seed for sampled generation.
-        share_prefix: Run the token prefix common to all rows once and reuse its KV cache (see :func:`_encode`).
+        share_prefix: Run the token prefix common to all rows once and reuse its KV cache (see :func:`prefill_ids`).
         hf_generate: Use ``model.generate`` rather than the shrinking-batch loop.
         prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` of earlier batches' prompt prefixes.
 
     Returns:
         One result per row, in order.
     """
-    enc, cache = _encode(model, tokenizer, [s.prompt for s in segments], share_prefix,
-                         None if hf_generate else prefix_cache)
-    prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
+    rows = [tokenizer(s.prompt, add_special_tokens=False)["input_ids"] for s in segments]
+    prompt_counts = [len(row) for row in rows]
     sampled = bool(sampling) and (sampling.get("temperature") or 0) > 0
     if sampled and seed is not None:
         torch.manual_seed(seed)
     with torch.inference_mode():
         if hf_generate:
+            enc, cache = encode_ids(model, rows, tokenizer.pad_token_id, share_prefix)
             generated = _hf_generate(model, tokenizer, segments, enc, cache, end_ids, sampling if sampled else None)
         else:
-            generated = _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids,
+            state = prefill_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache)
+            generated = _shrinking_generate(model, tokenizer, segments, state, end_ids,
                                             sampling if sampled else None)
     results = []
     end_set = set(end_ids)
@@ -268,10 +271,11 @@ def prefill(model: Any, enc: dict[str, torch.Tensor], cache: Any = None) -> tupl
     return hidden, cache, mask, positions
 
 
-def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, sampling) -> list[list[int]]:
-    """Decode step by step, removing finished rows from the batch and the KV cache."""
+def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling) -> list[list[int]]:
+    """Decode step by step from a prefill ``state`` (:func:`prefill_ids`), removing finished rows from the batch and
+    the KV cache."""
 
-    hidden, cache, mask, positions = prefill(model, enc, cache)
+    hidden, cache, mask, positions = state
     body = model.get_decoder()
     next_pos = positions[:, -1] + 1
     active = list(range(len(segments)))
@@ -308,23 +312,40 @@ def _shrinking_generate(model, tokenizer, segments, enc, cache, end_ids, samplin
 MIN_SHARED_PREFIX = 16
 
 
-def _encode(model: Any, tokenizer: Any, prompts: list[str], share_prefix: bool, prefix_cache: Any = None):
-    """Tokenize the rows; with ``share_prefix``, prefill their common token prefix once.
+def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None
+                ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """Prefill token-id rows as one batch; returns what :func:`prefill` returns.
+
+    Rows shorter than the model's sliding window go through :func:`encode_ids` (``prefix + padding + suffix``);
+    longer ones, whose padding would sit inside a window, are prefilled one by one after their shared prefix
+    (:func:`lms.row_prefill.prefill_rows`). ``share_prefix=False`` is plain left padding.
+    """
+    window = getattr(model.config, "sliding_window", None)
+    if not (share_prefix and window and max(len(r) for r in rows) >= window):
+        enc, cache = encode_ids(model, rows, pad, share_prefix, prefix_cache)
+        return prefill(model, enc, cache)
+    shared = 0
+    if len(rows) > 1:
+        shortest = min(len(r) for r in rows)
+        while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
+            shared += 1
+    elif prefix_cache is not None:  # one row: only a stored prefix is worth splitting off
+        shared = min(prefix_cache.lookup(rows[0], MIN_SHARED_PREFIX)[0], len(rows[0]) - 1)
+    return prefill_rows(model, rows, shared if shared >= MIN_SHARED_PREFIX else 0, prefix_cache,
+                        store=len(rows) > 1)
+
+
+def encode_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None):
+    """Lay token-id rows out as one batch; with ``share_prefix``, prefill their common token prefix once.
 
     Rows sharing a prompt prefix (DSPy's system message is the same for every call of a signature) are laid out
     as ``prefix + padding + suffix``: the prefix KV cache is computed once and repeated over the batch, and
     decoding continues it with the padded suffixes. Position ids come from the attention mask's cumulative sum,
     so a middle padding gives every real token the position it has in the unpadded prompt. With a
     :class:`~lms.prefix_cache.PrefixCache`, the longest prefix an earlier batch computed is reused and only the rest
-    is prefilled; a single row reuses a stored prefix too. Otherwise plain left padding is used. Returns
-    ``(inputs, cache or None)``.
+    is prefilled; a single row reuses a stored prefix too. Rows as long as a sliding window, and
+    ``share_prefix=False``, get plain left padding. Returns ``(inputs, cache or None)``.
     """
-    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    return encode_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache)
-
-
-def encode_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None):
-    """:func:`_encode` on token ids."""
     from transformers import DynamicCache
 
     device = model.device

@@ -50,7 +50,12 @@ class PrefixCache:
             self.hits += 1
             cache = copy.deepcopy(self._entries[best_key])
         if best < len(best_key):
-            cache.crop(best - len(best_key))  # a negative count removes that many tokens
+            try:
+                cache.crop(best - len(best_key))  # a negative count removes that many tokens
+            except RuntimeError:  # a sliding-window layer past its window keeps too little to go back
+                with self._lock:
+                    self.hits, self.misses = self.hits - 1, self.misses + 1
+                return 0, None
         return best, cache
 
     def store(self, tokens: list[int], cache: Any) -> None:

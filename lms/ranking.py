@@ -21,7 +21,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from lms.constrained import OptionTrie, _logits
-from lms.generation import encode_ids, prefill
+from lms.generation import prefill_ids
 from lms.progress import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
     ``width`` best frontier nodes (``first_width`` on the first step) and drops the rest of its frontier (the best
     dropped score goes to ``pruned``): a beam search on the same tree-attention cache."""
     device = model.device
-    enc, cache = encode_ids(model, prompts, pad, share_prefix, prefix_cache)
-    hidden, cache, mask, positions = prefill(model, enc, cache)
+    hidden, cache, mask, positions = prefill_ids(model, prompts, pad, share_prefix, prefix_cache)
     config = model.config
     window = getattr(config, "sliding_window", None)
     default_type = "sliding_attention" if window else "full_attention"
