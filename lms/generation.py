@@ -330,7 +330,7 @@ def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool 
         while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
             shared += 1
     elif prefix_cache is not None:  # one row: only a stored prefix is worth splitting off
-        shared = min(prefix_cache.lookup(rows[0], MIN_SHARED_PREFIX)[0], len(rows[0]) - 1)
+        shared = min(prefix_cache.longest(rows[0]), len(rows[0]) - 1)
     return prefill_rows(model, rows, shared if shared >= MIN_SHARED_PREFIX else 0, prefix_cache,
                         store=len(rows) > 1)
 

@@ -31,6 +31,11 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def longest(self, tokens: list[int]) -> int:
+        """Length of the longest common token prefix of ``tokens`` with a stored entry (no copy, no hit counted)."""
+        with self._lock:
+            return max((len(os.path.commonprefix([key, tuple(tokens)])) for key in self._entries), default=0)
+
     def lookup(self, tokens: list[int], min_tokens: int = 1) -> tuple[int, Any]:
         """The longest common token prefix of ``tokens`` with a stored entry, if at least ``min_tokens`` long.
 

@@ -84,6 +84,7 @@ def test_a_stored_prefix_past_the_window_misses_where_it_would_need_cropping(tok
         prefill_ids(sliding, rows, tok.pad_token_id, prefix_cache=cache)
     (prefix,) = [list(key) for key in cache._entries]
     assert len(prefix) > 6 and rows[0][: len(prefix)] == prefix
+    assert cache.longest(prefix[:-2] + [5]) == len(prefix) - 2
     assert cache.lookup(prefix[:-2]) == (0, None)  # its sliding layer no longer holds what cropping needs
     hit, stored = cache.lookup(prefix + [5])
     assert hit == len(prefix) and stored.get_seq_length() == len(prefix)
