@@ -186,7 +186,8 @@ def ranking(lm: dspy.LM, examples: list[Any], agreement: int, verify: int = 4) -
     total = _timed(lambda: engine._rank_ids(loaded, batch, trie, 5))
     out: dict[str, Any] = {"rank_s_per_prediction": round((total - prefill) / len(batch), 3),
                            "rank_with_prefill_s_per_prediction": round(total / len(batch), 3),
-                           "rank_width": engine.rank_width, "rank_first_width": engine.rank_first_width}
+                           "rank_width": max(engine.rank_width, engine.rank_k),  # the beam the engine runs
+                           "rank_first_width": engine.rank_first_width}
     start = time.perf_counter()
     exact_stats: dict[str, int] = {}
     with loaded.lock, torch.inference_mode():

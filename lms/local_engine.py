@@ -142,7 +142,7 @@ class LocalEngine(OptionRanking):
             token-by-token constrained greedy decoding.
         ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (best-first search over the trie with tree
             attention, :func:`lms.ranking.rank_tree`; exact, several times slower than the beam).
-        rank_width: Beams per prompt in beam ranking.
+        rank_width: Beams per prompt in beam ranking (raised to ``rank_k`` when smaller).
         rank_first_width: Beams per prompt after the first token (a wider first step; 0: ``rank_width``).
         rank_k: Options kept per ranked prompt.
         prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
