@@ -145,7 +145,7 @@ class RowContext:
         """Writes the row's records (with the ``signature`` of the program that made them) and scores them."""
         with JsonlWriter(self.pred_path(name), mode="w") as out:
             for key, rec in zip(self.keys, records, strict=True):
-                out.write({**rec, "key": key, **({SIGNATURE_FIELD: signature} if signature else {})})
+                out.write(_stamped(rec, key, signature))
         self.records[name] = records
         scores = scores_from_records(self.test, records, self.taxonomy, self.config.k)
         return self.row(name, keys=list(self.keys), groups=list(self.groups), scores=scores, source=source,
@@ -196,13 +196,12 @@ class RowContext:
                 return self.row(name, status=STATUS_NOT_RUN, note=note, command=command)
             logger.info("[%s] row %s: running on %d of %d test examples", self.dataset, name, len(missing),
                         len(self.test))
-            stamp = {SIGNATURE_FIELD: signature} if signature else {}
             with JsonlWriter(partial, mode="a" if self.config.resume else "w") as out:
                 _, records = score_program(
                     program, [self.test[i] for i in missing], self.taxonomy, judge=self.judge if judged else None,
                     threads=self.config.threads, ks=tuple(sorted({1, self.config.k})), inputs=inputs,
-                    on_prediction=lambda ex, pred: out.write({**prediction_record(ex, pred), "key": example_key(ex),
-                                                              **stamp}))
+                    on_prediction=lambda ex, pred: out.write(_stamped(prediction_record(ex, pred), example_key(ex),
+                                                                      signature)))
             for i, rec in zip(missing, records, strict=True):
                 aligned[i] = rec
             used.append(f"run here ({len(missing)})")
@@ -217,6 +216,11 @@ class RowContext:
                           signature=signature)
         partial.unlink(missing_ok=True)  # the row's file now holds every record
         return row
+
+
+def _stamped(record: Mapping[str, Any], key: str, signature: str | None) -> dict[str, Any]:
+    """A row's record as written: with the example's key and the signature of the program that made it."""
+    return {**record, "key": key, **({SIGNATURE_FIELD: signature} if signature else {})}
 
 
 def baseline_kwargs(config: Any, name: str) -> dict[str, Any]:

@@ -326,13 +326,19 @@ def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool 
         return prefill(model, enc, cache)
     shared = 0
     if len(rows) > 1:
-        shortest = min(len(r) for r in rows)
-        while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
-            shared += 1
+        shared = _common_prefix(rows)
     elif prefix_cache is not None:  # one row: only a stored prefix is worth splitting off
         shared = min(prefix_cache.longest(rows[0]), len(rows[0]) - 1)
     return prefill_rows(model, rows, shared if shared >= MIN_SHARED_PREFIX else 0, prefix_cache,
                         store=len(rows) > 1)
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    """Length of the token prefix all rows share, leaving every row at least one token of its own."""
+    shared, shortest = 0, min(len(r) for r in rows)
+    while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
+        shared += 1
+    return shared
 
 
 def encode_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None):
@@ -354,9 +360,7 @@ def encode_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool =
     if window and max(len(r) for r in rows) >= window:
         share_prefix = False  # keep sliding-window caches on the well-trodden left-padding path
     if share_prefix:
-        shortest = min(len(r) for r in rows)
-        while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
-            shared += 1
+        shared = _common_prefix(rows)
     hit, cache = (0, None)
     if share_prefix and prefix_cache is not None and shared >= MIN_SHARED_PREFIX:
         hit, cache = prefix_cache.lookup(rows[0][:shared], MIN_SHARED_PREFIX)

@@ -48,19 +48,20 @@ class PrefixCache:
                 common = len(os.path.commonprefix([key, tuple(tokens)]))
                 if common > best:
                     best_key, best = key, common
-            if best_key is None or best < min_tokens:
-                self.misses += 1
-                return 0, None
-            self._entries.move_to_end(best_key)
-            self.hits += 1
-            cache = copy.deepcopy(self._entries[best_key])
-        if best < len(best_key):
+            cache = None
+            if best_key is not None and best >= min_tokens:
+                self._entries.move_to_end(best_key)
+                cache = copy.deepcopy(self._entries[best_key])
+        if cache is not None and best < len(best_key):
             try:
                 cache.crop(best - len(best_key))  # a negative count removes that many tokens
             except RuntimeError:  # a sliding-window layer past its window keeps too little to go back
-                with self._lock:
-                    self.hits, self.misses = self.hits - 1, self.misses + 1
+                cache = None
+        with self._lock:
+            if cache is None:
+                self.misses += 1
                 return 0, None
+            self.hits += 1
         return best, cache
 
     def store(self, tokens: list[int], cache: Any) -> None:

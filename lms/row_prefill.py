@@ -11,14 +11,11 @@ padding, and each row's keys and values are the ones it has unpadded.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 
 from lms.progress import count_tokens
-
-logger = logging.getLogger(__name__)
 
 
 def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: Any = None,
