@@ -21,7 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from lms.constrained import RowConstraintsProcessor, TrieConstraint
 from lms.progress import count_tokens
-from lms.row_prefill import prefill_rows
+from lms.row_prefill import prefill_rows, take_row
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class SegmentResult:
     output_tokens: int
     truncated: bool = False
     token_ids: list[int] = field(default_factory=list)
+    kv: Any = None
 
 
 def row_done(tokenizer: Any, seg: Segment, generated: list[int], end_ids: set[int], tail: int = 8) -> bool:
@@ -112,7 +113,8 @@ def repeated_line_cut(text: str) -> int | None:
 def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_ids: list[int],
                       sampling: dict[str, Any] | None = None, seed: int | None = None,
                       share_prefix: bool = True, hf_generate: bool = False,
-                      prefix_cache: Any = None) -> list[SegmentResult]:
+                      prefix_cache: Any = None, starts: list[Any] | None = None,
+                      keep: list[bool] | None = None) -> list[SegmentResult]:
     """Generate all rows of a batch together.
 
     The default decoding loop drops finished rows from the batch (and their KV cache rows) at every step, so a
@@ -129,6 +131,10 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
         share_prefix: Run the token prefix common to all rows once and reuse its KV cache (see :func:`prefill_ids`).
         hf_generate: Use ``model.generate`` rather than the shrinking-batch loop.
         prefix_cache: Optional :class:`~lms.prefix_cache.PrefixCache` of earlier batches' prompt prefixes.
+        starts: Per row, a :class:`~lms.row_prefill.RowKV` from an earlier result of that row (or None): the row
+            computes only the tokens after its common prefix with it.
+        keep: Per row, whether its result carries its own KV cache (``kv``: the prompt and the tokens fed) for a
+            next segment that extends it.
 
     Returns:
         One result per row, in order.
@@ -136,6 +142,7 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
     rows = [tokenizer(s.prompt, add_special_tokens=False)["input_ids"] for s in segments]
     prompt_counts = [len(row) for row in rows]
     sampled = bool(sampling) and (sampling.get("temperature") or 0) > 0
+    kept: list[Any] = [None] * len(rows)
     if sampled and seed is not None:
         torch.manual_seed(seed)
     with torch.inference_mode():
@@ -143,9 +150,12 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
             enc, cache = encode_ids(model, rows, tokenizer.pad_token_id, share_prefix)
             generated = _hf_generate(model, tokenizer, segments, enc, cache, end_ids, sampling if sampled else None)
         else:
-            state = prefill_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache)
+            keeping = bool(keep) and any(keep) and share_prefix
+            state = prefill_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache, starts=starts,
+                                keep=keeping)
             generated = _shrinking_generate(model, tokenizer, segments, state, end_ids,
-                                            sampling if sampled else None)
+                                            sampling if sampled else None,
+                                            (rows, keep, kept) if keeping else None)
     results = []
     end_set = set(end_ids)
     for row, seg in enumerate(segments):
@@ -163,7 +173,8 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
             cut, hit_end = repeat, True
         truncated = not hit_end and cut == len(text) and len(ids) >= seg.max_new_tokens
         results.append(SegmentResult(text=text[:cut].strip(), prompt_tokens=int(prompt_counts[row]),
-                                     output_tokens=len(ids) + int(hit_end), truncated=truncated, token_ids=ids))
+                                     output_tokens=len(ids) + int(hit_end), truncated=truncated, token_ids=ids,
+                                     kv=kept[row]))
     return results
 
 
@@ -271,9 +282,10 @@ def prefill(model: Any, enc: dict[str, torch.Tensor], cache: Any = None) -> tupl
     return hidden, cache, mask, positions
 
 
-def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling) -> list[list[int]]:
+def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling, keep=None) -> list[list[int]]:
     """Decode step by step from a prefill ``state`` (:func:`prefill_ids`), removing finished rows from the batch and
-    the KV cache."""
+    the KV cache. With ``keep=(prompt ids, keep flags, out list)`` a finished row flagged to keep leaves its KV cache
+    in the out list (:func:`lms.row_prefill.take_row`) before it leaves the batch."""
 
     hidden, cache, mask, positions = state
     body = model.get_decoder()
@@ -291,37 +303,56 @@ def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling) ->
                 logits[i, tokens] = float("-inf")
         tokens = _pick(logits, sampling)
         count_tokens(len(active))
-        keep = []
+        going = []
         for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
             generated[row].append(token)
             if not row_done(tokenizer, segments[row], generated[row], end_set, tail):
-                keep.append(i)
-        if not keep:
+                going.append(i)
+        if keep is not None:
+            _take_finished(model, cache, active, going, generated, keep)
+        if not going:
             return generated
-        if len(keep) < len(active):
-            index = torch.tensor(keep, dtype=torch.long, device=mask.device)
+        if len(going) < len(active):
+            index = torch.tensor(going, dtype=torch.long, device=mask.device)
             cache.batch_select_indices(index)
+            if keep is not None:
+                cache.held = [cache.held[i] for i in going]
             mask, next_pos, tokens = mask[index], next_pos[index], tokens[index]
-            active = [active[i] for i in keep]
+            active = [active[i] for i in going]
         mask = torch.cat([mask, ones[: len(active)]], dim=1)
         hidden = body(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
                       use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
+        if keep is not None:
+            cache.held = [h + 1 for h in cache.held]
+
+
+def _take_finished(model, cache, active, going, generated, keep) -> None:
+    """Copy the KV cache of each finished row flagged to keep (the prompt and every generated token but the last,
+    which was never fed) out of the batch."""
+    prompts, flags, out = keep
+    still = set(going)
+    for i, row in enumerate(active):
+        if i not in still and flags[row]:
+            out[row] = take_row(cache, i, prompts[row] + generated[row][:-1], cache.held[i], model.config)
 
 
 MIN_SHARED_PREFIX = 16
 
 
-def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None
+def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool = True, prefix_cache: Any = None,
+                starts: list[Any] | None = None, keep: bool = False
                 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
     """Prefill token-id rows as one batch; returns what :func:`prefill` returns.
 
     Rows shorter than the model's sliding window go through :func:`encode_ids` (``prefix + padding + suffix``);
     longer ones, whose padding would sit inside a window, are prefilled one by one after their shared prefix
-    (:func:`lms.row_prefill.prefill_rows`). ``share_prefix=False`` is plain left padding.
+    (:func:`lms.row_prefill.prefill_rows`), and so are rows that continue an earlier cache of theirs (``starts``)
+    or whose caches are kept (``keep``). ``share_prefix=False`` is plain left padding.
     """
     window = getattr(model.config, "sliding_window", None)
-    if not (share_prefix and window and max(len(r) for r in rows) >= window):
+    by_row = share_prefix and (keep or any(start is not None for start in starts or ()))
+    if not (by_row or (share_prefix and window and max(len(r) for r in rows) >= window)):
         enc, cache = encode_ids(model, rows, pad, share_prefix, prefix_cache)
         return prefill(model, enc, cache)
     shared = 0
@@ -330,7 +361,7 @@ def prefill_ids(model: Any, rows: list[list[int]], pad: int, share_prefix: bool 
     elif prefix_cache is not None:  # one row: only a stored prefix is worth splitting off
         shared = min(prefix_cache.longest(rows[0]), len(rows[0]) - 1)
     return prefill_rows(model, rows, shared if shared >= MIN_SHARED_PREFIX else 0, prefix_cache,
-                        store=len(rows) > 1)
+                        store=len(rows) > 1, starts=starts, keep=keep)
 
 
 def _common_prefix(rows: list[list[int]]) -> int:

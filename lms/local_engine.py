@@ -134,8 +134,9 @@ class LocalEngine(OptionRanking):
         default_max_tokens: Budget when the request sets no ``max_tokens``.
         seed: Base seed of sampled generation.
         structured_output: Generate ChatAdapter requests field by field (recommended for small models).
-        share_prefix: Prefill the token prefix shared by a batch's prompts once (DSPy's system message), and keep
-            recent prefixes for later batches.
+        share_prefix: Prefill the token prefix shared by a batch's prompts once (DSPy's system message), keep
+            recent prefixes for later batches, and continue a structured reply's next field from its row's own KV
+            cache (only the field's header and new tokens are computed).
         device: ``'auto'``/None (default: a GPU when torch sees one), ``'cpu'`` or ``'cuda'``.
         choice_decoding: ``'ranked'`` (default): a greedy closed-option field (the occupation) answers the top
             option of the ranking, which is kept so :meth:`rank` on the same prompt costs nothing; ``'greedy'``:
@@ -326,6 +327,7 @@ class LocalEngine(OptionRanking):
             for index, job in enumerate(jobs):
                 segment = self._segment(loaded, job, state[index], step, end_ids)
                 if segment is None:
+                    state[index].pop("kv", None)
                     continue
                 if sampling is None and self.choice_decoding == "ranked" and isinstance(segment.constraint,
                                                                                         TrieConstraint):
@@ -338,15 +340,23 @@ class LocalEngine(OptionRanking):
             results = {}
             if segments:
                 seed = jobs[0].seed if jobs[0].seed is not None else next(self._seeds)
+                # A field with another one after it keeps its row's KV cache, so the next field computes only its
+                # own header and value instead of the whole prompt again.
+                keep = [jobs[i].fields is not None and step + 1 < len(jobs[i].fields)
+                        for i in rows]
+                starts = [state[i].pop("kv", None) for i in rows]
                 with loaded.lock:
                     out = generate_segments(loaded.model, tok, segments, end_ids, sampling, seed, self.share_prefix,
-                                            prefix_cache=self.prefix_cache(loaded))
+                                            prefix_cache=self.prefix_cache(loaded), starts=starts, keep=keep)
+                del starts
                 self.stats["generate_calls"] += 1
                 results.update(zip(rows, out, strict=True))
             if ranked:
-                results.update(self._ranked_results(loaded, ranked))
+                results.update(self._ranked_results(loaded, ranked, [state[i].pop("kv", None) for i, _ in ranked]))
             for index, result in results.items():
                 st, job = state[index], jobs[index]
+                if result.kv is not None:
+                    st["kv"], result.kv = result.kv, None
                 st["used"] += result.output_tokens
                 # "length" only when the request's own max_tokens ran out (not the per-field cap).
                 st["truncated"] |= result.truncated and st["used"] >= job.max_tokens

@@ -34,16 +34,20 @@ class OptionRanking:
             self._tries[key] = OptionTrie(loaded.tokenizer, list(options), _terminators(loaded.tokenizer))
         return self._tries[key]
 
-    def _ranked_results(self, loaded: LoadedModel, ranked: list[tuple[int, Segment]]) -> dict[int, SegmentResult]:
-        """Greedy closed-option rows answered by the ranking's top option (the ranking is kept for :meth:`rank`)."""
+    def _ranked_results(self, loaded: LoadedModel, ranked: list[tuple[int, Segment]],
+                        starts: list[Any] | None = None) -> dict[int, SegmentResult]:
+        """Greedy closed-option rows answered by the ranking's top option (the ranking is kept for :meth:`rank`);
+        ``starts`` holds each row's KV cache from its previous field (or None)."""
         out = {}
-        by_trie: dict[int, list[tuple[int, list[int], OptionTrie]]] = {}
-        for index, segment in ranked:
+        by_trie: dict[int, list[tuple[int, list[int], OptionTrie, Any]]] = {}
+        for (index, segment), start in zip(ranked, starts or [None] * len(ranked), strict=True):
             ids = loaded.tokenizer(segment.prompt, add_special_tokens=False)["input_ids"]
-            by_trie.setdefault(id(segment.constraint.trie), []).append((index, ids, segment.constraint.trie))
+            by_trie.setdefault(id(segment.constraint.trie), []).append((index, ids, segment.constraint.trie, start))
         for items in by_trie.values():
             trie = items[0][2]
-            lists = self._rank_ids(loaded, [ids for _, ids, _ in items], trie, self.rank_k)
+            lists = self._rank_ids(loaded, [ids for _, ids, _, _ in items], trie, self.rank_k,
+                                   starts=[start for *_, start in items])
+            items = [item[:3] for item in items]
             for (index, ids, _), top in zip(items, lists, strict=True):
                 option = top[0][0]
                 out[index] = SegmentResult(text=option, prompt_tokens=len(ids),
@@ -55,9 +59,9 @@ class OptionRanking:
                 self.rank_first_width, id(trie), tuple(ids))
 
     def _rank_ids(self, loaded: LoadedModel, prompts: list[list[int]], trie: OptionTrie,
-                  k: int) -> list[list[tuple[str, float]]]:
-        """Top-k options per prompt (kept rankings first, the rest in one batched search). Runs on the caller's
-        thread: call it from the batching worker."""
+                  k: int, starts: list[Any] | None = None) -> list[list[tuple[str, float]]]:
+        """Top-k options per prompt (kept rankings first, the rest in one batched search; ``starts``: each prompt's
+        earlier KV cache, or None). Runs on the caller's thread: call it from the batching worker."""
         import torch
 
         keys = [self._rank_key(loaded, ids, trie) for ids in prompts]
@@ -69,6 +73,8 @@ class OptionRanking:
                     out[i] = self._ranked[key][:k]
                     self.stats["rank_memo_hits"] += 1
         todo = [i for i, value in enumerate(out) if value is None]
+        todo_starts = [starts[i] for i in todo] if starts else None
+        del starts
         if todo:
             depth = max(k, self.rank_k)
             self.stats["rank_calls"] += 1
@@ -77,13 +83,13 @@ class OptionRanking:
                 if self.ranking == "exact":
                     lists = rank_tree(loaded.model, [prompts[i] for i in todo], trie, depth,
                                       pad=loaded.tokenizer.pad_token_id, prefix_cache=self.prefix_cache(loaded),
-                                      share_prefix=self.share_prefix)
+                                      share_prefix=self.share_prefix, starts=todo_starts)
                     certificates = [True] * len(todo)
                 else:
                     lists = rank_beam(loaded.model, [prompts[i] for i in todo], trie, depth, width=self.rank_width,
                                       first_width=self.rank_first_width, pad=loaded.tokenizer.pad_token_id,
                                       prefix_cache=self.prefix_cache(loaded), share_prefix=self.share_prefix,
-                                      certificates=certificates)
+                                      certificates=certificates, starts=todo_starts)
             self.stats["rank_certified"] = self.stats.get("rank_certified", 0) + sum(certificates)
             with self._ranked_lock:
                 for i, ranking in zip(todo, lists, strict=True):

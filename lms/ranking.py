@@ -48,7 +48,8 @@ class _Row:
 @torch.inference_mode()
 def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pad: int = 0,
               prefix_cache: Any = None, share_prefix: bool = True, step_nodes: int = 64, max_rows: int = 16,
-              max_nodes: int = 4096, stats: dict[str, int] | None = None) -> list[list[tuple[str, float]]]:
+              max_nodes: int = 4096, stats: dict[str, int] | None = None,
+              starts: list[Any] | None = None) -> list[list[tuple[str, float]]]:
     """Exact top-k options per prompt (``log P(option tokens, terminator | prompt)``), all prompts searched together.
 
     Args:
@@ -65,6 +66,7 @@ def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pa
         max_nodes: Safety cap on expanded nodes per prompt; past it the best completed options are returned (and
             a warning is logged).
         stats: If given, ``expanded`` (nodes fed) and ``steps`` (forward passes) are added to it.
+        starts: Per prompt, an earlier KV cache of it (:class:`~lms.row_prefill.RowKV`, or None) to continue.
 
     Returns:
         One ``[(option, logprob), ...]`` list per prompt, best first.
@@ -72,17 +74,18 @@ def rank_tree(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, pa
     out: list[list[tuple[str, float]]] = []
     for start in range(0, len(prompts), max_rows):
         out.extend(_rank_chunk(model, prompts[start:start + max_rows], trie, k, pad, prefix_cache, share_prefix,
-                               step_nodes, max_nodes, stats if stats is not None else {}))
+                               step_nodes, max_nodes, stats if stats is not None else {},
+                               starts=starts[start:start + max_rows] if starts else None))
     return out
 
 
 def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_nodes, max_nodes, stats, beam=None,
-                pruned=None):
+                pruned=None, starts=None):
     """The tree search over one chunk of prompts. With ``beam=(width, first_width)`` each step feeds a prompt's
     ``width`` best frontier nodes (``first_width`` on the first step) and drops the rest of its frontier (the best
     dropped score goes to ``pruned``): a beam search on the same tree-attention cache."""
     device = model.device
-    hidden, cache, mask, positions = prefill_ids(model, prompts, pad, share_prefix, prefix_cache)
+    hidden, cache, mask, positions = prefill_ids(model, prompts, pad, share_prefix, prefix_cache, starts=starts)
     config = model.config
     window = getattr(config, "sliding_window", None)
     default_type = "sliding_attention" if window else "full_attention"
@@ -169,7 +172,8 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
 @torch.inference_mode()
 def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, width: int = 8, pad: int = 0,
               prefix_cache: Any = None, share_prefix: bool = True, max_rows: int = 16,
-              certificates: list[bool] | None = None, first_width: int = 0) -> list[list[tuple[str, float]]]:
+              certificates: list[bool] | None = None, first_width: int = 0,
+              starts: list[Any] | None = None) -> list[list[tuple[str, float]]]:
     """Top-k options per prompt by beam search over the trie, all prompts decoded together.
 
     Each prompt keeps its ``width`` best partial options; one step extends every beam by one token. The beams run on
@@ -195,6 +199,7 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
         first_width: Beams kept per prompt after the first token (default ``width``). The first token of a title
             says little about the whole (a base model spreads its probability over hundreds of first tokens), so a
             wider first step finds short, likely titles a narrow beam prunes.
+        starts: Per prompt, an earlier KV cache of it (:class:`~lms.row_prefill.RowKV`, or None) to continue.
 
     Returns:
         One ``[(option, logprob), ...]`` list per prompt, best first.
@@ -206,7 +211,8 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
         chunk = prompts[start:start + max_rows]
         pruned = [float("-inf")] * len(chunk)
         ranked = _rank_chunk(model, chunk, trie, k, pad, prefix_cache, share_prefix, width, sys.maxsize, {},
-                             beam=(width, first_width), pruned=pruned)
+                             beam=(width, first_width), pruned=pruned,
+                             starts=starts[start:start + max_rows] if starts else None)
         out.extend(ranked)
         if certificates is not None:
             certificates.extend(len(r) == min(k, len(trie.options)) and (len(r) < k or pruned[i] <= r[-1][1])

@@ -89,3 +89,70 @@ def test_a_stored_prefix_past_the_window_misses_where_it_would_need_cropping(tok
     hit, stored = cache.lookup(prefix + [5])
     assert hit == len(prefix) and stored.get_seq_length() == len(prefix)
     assert (cache.hits, cache.misses) == (1, 2)  # the batch's own miss, the crop's miss
+
+
+def _kept_rows(tok, sliding, tails, new_tokens=4):
+    prompts = [tok.decode(r) for r in _rows(tok, tails)]
+    segments = [Segment(prompt=p, max_new_tokens=new_tokens + i % 2) for i, p in enumerate(prompts)]
+    return generate_segments(sliding, tok, segments, [tok.eos_token_id], keep=[True] * len(segments))
+
+
+def test_a_next_field_continues_each_rows_kept_cache_as_a_cold_prefill_would(tok, sliding):
+    first = _kept_rows(tok, sliding, [f"{o} at {20 + i}, then more work as {o}" for i, o in enumerate(OPTIONS[:3])])
+    header = tok("\n\n[[ ## occupation ## ]]\n", add_special_tokens=False)["input_ids"]
+    kvs = [r.kv for r in first]
+    assert all(kv is not None and len(kv.ids) == r.prompt_tokens + r.output_tokens - 1 for kv, r in zip(kvs, first, strict=True))
+    for kv in kvs:  # the sliding layer recorded every token after the shared prefix, not only its window of 6
+        assert kv.held > 6 and kv.cache.layers[1].keys.shape[-2] == kv.held
+    # the next prompts re-render the value: the last kept token is dropped here, so each cache is cut back one token
+    rows = [kv.ids[:-1] + header for kv in kvs]
+    with torch.inference_mode():
+        enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
+        plain = prefill(sliding, enc, cache)
+        before = tokens_processed()
+        ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=kvs)
+        counted = tokens_processed() - before
+    assert counted == len(header) * len(rows)  # only the header: the prompts and values came from the kept caches
+    torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
+    assert torch.equal(ours[2], plain[2]) and torch.equal(ours[3], plain[3])
+    real = plain[2].bool()
+    for mine, theirs in zip(ours[1].layers, plain[1].layers, strict=True):
+        assert mine.keys.shape == theirs.keys.shape and not getattr(mine, "record_past", False)
+        keep = real[:, real.shape[1] - mine.keys.shape[-2]:]
+        torch.testing.assert_close(mine.keys.transpose(1, 2)[keep], theirs.keys.transpose(1, 2)[keep], atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_ranking_and_generation_from_kept_caches_equal_cold_ones(tok, sliding):
+    from lms.constrained import OptionTrie
+    from lms.ranking import rank_beam, rank_tree
+
+    tails = [f"{o} for {i + 2} years" for i, o in enumerate(OPTIONS[:4])]
+    header = tok("\n\n[[ ## occupation ## ]]\n", add_special_tokens=False)["input_ids"]
+    trie = OptionTrie(tok, list(OPTIONS), [tok.eos_token_id])
+    first = _kept_rows(tok, sliding, tails)
+    rows = [r.kv.ids + header for r in first]
+    cold = rank_tree(sliding, rows, trie, 3, pad=tok.pad_token_id, share_prefix=False)
+    warm = rank_tree(sliding, rows, trie, 3, pad=tok.pad_token_id, starts=[r.kv for r in first])
+    beam_cold = rank_beam(sliding, rows, trie, 3, pad=tok.pad_token_id, share_prefix=False)
+    beam_warm = rank_beam(sliding, rows, trie, 3, pad=tok.pad_token_id,
+                          starts=[r.kv for r in _kept_rows(tok, sliding, tails)])
+    for a, b in [(cold, warm), (beam_cold, beam_warm)]:
+        assert [[o for o, _ in r] for r in a] == [[o for o, _ in r] for r in b]
+        assert [s for r in a for _, s in r] == pytest.approx([s for r in b for _, s in r], abs=1e-4)
+    second = [Segment(prompt=tok.decode(row), max_new_tokens=4) for row in rows]
+    plain = generate_segments(sliding, tok, second, [tok.eos_token_id], share_prefix=False)
+    reused = generate_segments(sliding, tok, second, [tok.eos_token_id],
+                               starts=[r.kv for r in _kept_rows(tok, sliding, tails)], keep=[True, False, True, False])
+    assert [r.token_ids for r in reused] == [r.token_ids for r in plain]
+    assert [r.kv is not None for r in reused] == [True, False, True, False]
+
+
+def test_a_kept_cache_that_does_not_match_past_the_shared_prefix_is_not_used(tok, sliding):
+    first = _kept_rows(tok, sliding, ["cashier at a shop", "nurse at a hospital"])
+    rows = _rows(tok, ["teacher at a school", "driver of a bus"])  # same system message, other histories
+    with torch.inference_mode():
+        enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
+        plain = prefill(sliding, enc, cache)
+        ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=[r.kv for r in first])
+    torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
