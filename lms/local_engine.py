@@ -327,7 +327,6 @@ class LocalEngine(OptionRanking):
             for index, job in enumerate(jobs):
                 segment = self._segment(loaded, job, state[index], step, end_ids)
                 if segment is None:
-                    state[index].pop("kv", None)
                     continue
                 if sampling is None and self.choice_decoding == "ranked" and isinstance(segment.constraint,
                                                                                         TrieConstraint):
@@ -340,15 +339,12 @@ class LocalEngine(OptionRanking):
             results = {}
             if segments:
                 seed = jobs[0].seed if jobs[0].seed is not None else next(self._seeds)
-                # A field with another one after it keeps its row's KV cache, so the next field computes only its
-                # own header and value instead of the whole prompt again.
-                keep = [jobs[i].fields is not None and step + 1 < len(jobs[i].fields)
-                        for i in rows]
+                # a field with another after it keeps its rows' KV caches: the next one computes only its header
+                keep = [jobs[i].fields is not None and step + 1 < len(jobs[i].fields) for i in rows]
                 starts = [state[i].pop("kv", None) for i in rows]
                 with loaded.lock:
                     out = generate_segments(loaded.model, tok, segments, end_ids, sampling, seed, self.share_prefix,
                                             prefix_cache=self.prefix_cache(loaded), starts=starts, keep=keep)
-                del starts
                 self.stats["generate_calls"] += 1
                 results.update(zip(rows, out, strict=True))
             if ranked:
