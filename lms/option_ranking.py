@@ -47,8 +47,7 @@ class OptionRanking:
             trie = items[0][2]
             lists = self._rank_ids(loaded, [ids for _, ids, _, _ in items], trie, self.rank_k,
                                    starts=[start for *_, start in items])
-            items = [item[:3] for item in items]
-            for (index, ids, _), top in zip(items, lists, strict=True):
+            for (index, ids, _, _), top in zip(items, lists, strict=True):
                 option = top[0][0]
                 out[index] = SegmentResult(text=option, prompt_tokens=len(ids),
                                            output_tokens=len(trie.token_ids[option]) + 1)
