@@ -15,6 +15,8 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
   shared prefix the whole system message).
 * ``fast_batch1_accum4`` / ``fast_batch8`` -- the batch-size lever: the same effective batch as ``--batch 4`` in four
   micro-batches of one row, and micro-batches twice as large.
+* ``fast_lora_top_half`` -- ``fast`` with LoRA on the upper half of the decoder layers only (``lora_top_layers``): the
+  lower half runs forward only.
 
 Rows are a seeded sample across the data file, stratified by program step (:func:`finetune.data.cap_rows`), so every
 variant trains on the same mix of reason, predictor and joint rows.
@@ -52,7 +54,9 @@ VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": Tru
             "fast_no_step_grouping": {"plain": False, "bf16": None, "group_by_prefix": False},
             "fast_batch1_accum4": {"plain": False, "bf16": None, "per_device_train_batch_size": 1,
                                    "gradient_accumulation_steps": 4},
-            "fast_batch8": {"plain": False, "bf16": None, "per_device_train_batch_size": 8}}
+            "fast_batch8": {"plain": False, "bf16": None, "per_device_train_batch_size": 8},
+            "fast_lora_top_half": {"plain": False, "bf16": None}}
+_TOP_HALF = {"fast_lora_top_half"}
 _NO_SHARED_PREFIX = {"fast_no_shared_prefix"}
 
 
@@ -112,6 +116,8 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
         cfg = replace(config, max_steps=steps + 1, save_steps=10**6, eval_fraction=0.0, **VARIANTS[name])
+        if name in _TOP_HALF:
+            cfg = replace(cfg, lora_top_layers=max(1, _layer_count(folder) // 2))
         logger.info("Benchmark variant %s", name)
         results["variants"][name] = run_variant(folder, rows, cfg, Path(out_dir) / name,
                                                 share_prefix=name not in _NO_SHARED_PREFIX)
@@ -120,6 +126,12 @@ def run_benchmark(folder: str, rows: list[dict], config: Any, steps: int = 3,
         if "fast" in tps and tps.get(base):
             results[f"ratio_fast_vs_{base}"] = round(tps["fast"] / tps[base], 2)
     return results
+
+
+def _layer_count(folder: str) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder).get_text_config().num_hidden_layers
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -52,6 +52,7 @@ class DistillConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), metadata={"help": "Module names LoRA adapts (comma-separated on the command line; 'all-linear' allowed)."})
+    lora_top_layers: int = field(default=0, metadata={"help": "Adapt only the top N decoder layers (PEFT layers_to_transform); the layers below get no backward pass. 0: every layer."})
     # SFT (TRL SFTConfig fields)
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Training epochs (ignored when max_steps > 0)."})
@@ -106,6 +107,8 @@ class DistillConfig:
                      "gradient_accumulation_steps", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.lora_top_layers < 0:
+            raise ValueError(f"lora_top_layers must be >= 0 (0: every layer), got {self.lora_top_layers}.")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
         if not 0 <= self.eval_fraction < 1:

@@ -156,13 +156,19 @@ def use_completion_head(config: Any, plain: bool | None = None) -> bool:
     return bool(device_defaults(config, plain)["use_cpu"] or not accelerator_available())
 
 
-def lora_config(config: Any):
-    """PEFT ``LoraConfig`` from the config's LoRA fields."""
+def lora_config(config: Any, model: Any = None):
+    """PEFT ``LoraConfig`` from the config's LoRA fields (``lora_top_layers`` needs the ``model``'s layer count)."""
     targets = config.lora_target_modules
     if list(targets) == ["all-linear"]:
         targets = "all-linear"
+    layers, top = None, int(getattr(config, "lora_top_layers", 0) or 0)
+    if top:
+        count = model.config.get_text_config().num_hidden_layers
+        if top > count:
+            raise ValueError(f"lora_top_layers={top} but the model has {count} decoder layers.")
+        layers = list(range(count - top, count))
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM", layers_to_transform=layers)
 
 
 def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_rows: list[dict], config: Any,
@@ -179,7 +185,7 @@ def make_sft_trainer(model: Any, tokenizer: Any, train_rows: list[dict], eval_ro
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config),
+        peft_config=lora_config(config, model),
         callbacks=[throughput, *(callbacks or [])],
         completion_head=head,
         group_by_prefix=head and bool(getattr(config, "group_by_prefix", True)),  # the head's shared-prefix pass

@@ -55,6 +55,20 @@ def test_sft_lowers_loss_and_changes_every_lora_weight(tiny_model_dir, tmp_path)
     assert not unchanged, f"LoRA weights not updated: {unchanged}"
 
 
+def test_lora_top_layers_adapts_only_the_upper_layers(tiny_model_dir, tmp_path):
+    model, tok = load_model_and_tokenizer(tiny_model_dir)  # two decoder layers
+    trainer, _ = make_sft_trainer(model, tok, sft_rows(8), [], _config(bf16=False, max_steps=2, lora_top_layers=1),
+                                  tmp_path)
+    names = [n for n, _ in trainer.model.named_parameters() if "lora_" in n]
+    assert names and all(".layers.1." in n for n in names)
+    trainer.train()
+    with pytest.raises(ValueError, match="lora_top_layers must be >= 0"):
+        _config(lora_top_layers=-1)
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    with pytest.raises(ValueError, match="has 2 decoder layers"):
+        make_sft_trainer(model, tok, sft_rows(8), [], _config(lora_top_layers=3), tmp_path)
+
+
 def test_completion_only_loss_masks_prompt(tiny_model_dir, tmp_path):
     model, tok = load_model_and_tokenizer(tiny_model_dir)
     rows = sft_rows(4)
