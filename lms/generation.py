@@ -150,12 +150,12 @@ def generate_segments(model: Any, tokenizer: Any, segments: list[Segment], end_i
             enc, cache = encode_ids(model, rows, tokenizer.pad_token_id, share_prefix)
             generated = _hf_generate(model, tokenizer, segments, enc, cache, end_ids, sampling if sampled else None)
         else:
-            keeping = bool(keep) and any(keep) and share_prefix
+            keeping = share_prefix and any(keep or ())
             state = prefill_ids(model, rows, tokenizer.pad_token_id, share_prefix, prefix_cache, starts=starts,
                                 keep=keeping)
             generated = _shrinking_generate(model, tokenizer, segments, state, end_ids,
                                             sampling if sampled else None,
-                                            (rows, keep, kept) if keeping else None)
+                                            (rows, keep, state[1].held, kept) if keeping else None)
     results = []
     end_set = set(end_ids)
     for row, seg in enumerate(segments):
@@ -284,8 +284,9 @@ def prefill(model: Any, enc: dict[str, torch.Tensor], cache: Any = None) -> tupl
 
 def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling, keep=None) -> list[list[int]]:
     """Decode step by step from a prefill ``state`` (:func:`prefill_ids`), removing finished rows from the batch and
-    the KV cache. With ``keep=(prompt ids, keep flags, out list)`` a finished row flagged to keep leaves its KV cache
-    in the out list (:func:`lms.row_prefill.take_row`) before it leaves the batch."""
+    the KV cache. With ``keep=(prompt ids, keep flags, sliding-layer tokens held after the prefill, out list)`` a
+    finished row flagged to keep leaves its KV cache in the out list (:func:`lms.row_prefill.take_row`) before it
+    leaves the batch."""
 
     hidden, cache, mask, positions = state
     body = model.get_decoder()
@@ -315,26 +316,25 @@ def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling, ke
         if len(going) < len(active):
             index = torch.tensor(going, dtype=torch.long, device=mask.device)
             cache.batch_select_indices(index)
-            if keep is not None:
-                cache.held = [cache.held[i] for i in going]
             mask, next_pos, tokens = mask[index], next_pos[index], tokens[index]
             active = [active[i] for i in going]
         mask = torch.cat([mask, ones[: len(active)]], dim=1)
         hidden = body(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
                       use_cache=True).last_hidden_state[:, -1]
         next_pos = next_pos + 1
-        if keep is not None:
-            cache.held = [h + 1 for h in cache.held]
 
 
 def _take_finished(model, cache, active, going, generated, keep) -> None:
     """Copy the KV cache of each finished row flagged to keep (the prompt and every generated token but the last,
     which was never fed) out of the batch."""
-    prompts, flags, out = keep
+    if len(going) == len(active):
+        return
+    prompts, flags, held, out = keep
     still = set(going)
     for i, row in enumerate(active):
         if i not in still and flags[row]:
-            out[row] = take_row(cache, i, prompts[row] + generated[row][:-1], cache.held[i], model.config)
+            fed = generated[row][:-1]  # kept sliding layers record every fed token
+            out[row] = take_row(cache, i, prompts[row] + fed, held[row] + len(fed), model.config)
 
 
 MIN_SHARED_PREFIX = 16

@@ -73,7 +73,6 @@ class OptionRanking:
                     self.stats["rank_memo_hits"] += 1
         todo = [i for i, value in enumerate(out) if value is None]
         todo_starts = [starts[i] for i in todo] if starts else None
-        del starts
         if todo:
             depth = max(k, self.rank_k)
             self.stats["rank_calls"] += 1

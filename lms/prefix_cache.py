@@ -34,7 +34,16 @@ class PrefixCache:
     def longest(self, tokens: list[int]) -> int:
         """Length of the longest common token prefix of ``tokens`` with a stored entry (no copy, no hit counted)."""
         with self._lock:
-            return max((len(os.path.commonprefix([key, tuple(tokens)])) for key in self._entries), default=0)
+            return self._best(tokens)[1]
+
+    def _best(self, tokens: list[int]) -> tuple[tuple[int, ...] | None, int]:
+        """The stored key sharing the longest token prefix with ``tokens``, and that length (call under the lock)."""
+        best_key, best, row = None, 0, tuple(tokens)
+        for key in self._entries:
+            common = len(os.path.commonprefix([key, row]))
+            if common > best:
+                best_key, best = key, common
+        return best_key, best
 
     def lookup(self, tokens: list[int], min_tokens: int = 1) -> tuple[int, Any]:
         """The longest common token prefix of ``tokens`` with a stored entry, if at least ``min_tokens`` long.
@@ -43,11 +52,7 @@ class PrefixCache:
             ``(length, a private copy of the KV cache cropped to that length)``, or ``(0, None)``.
         """
         with self._lock:
-            best_key, best = None, 0
-            for key in self._entries:
-                common = len(os.path.commonprefix([key, tuple(tokens)]))
-                if common > best:
-                    best_key, best = key, common
+            best_key, best = self._best(tokens)
             cache = None
             if best_key is not None and best >= min_tokens:
                 self._entries.move_to_end(best_key)

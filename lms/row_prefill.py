@@ -50,7 +50,7 @@ def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: A
         starts: Per row, an earlier :class:`RowKV` of that row (or None): used (and consumed) where it matches
             more of the row than ``shared``.
         keep: Lay the batch out so :func:`take_row` can take rows out of it after decoding (sliding layers record
-            every token); the returned cache gets a ``held`` list (sliding-layer tokens per row).
+            every token); the returned cache gets a ``held`` list (sliding-layer tokens per row after the prefill).
 
     Returns:
         ``(last hidden state per row, the batch cache, attention mask, position ids)``, as
@@ -59,10 +59,8 @@ def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: A
     from transformers import DynamicCache
 
     device, config, body = model.device, model.config, model.get_decoder()
-    starts = list(starts) if starts is not None else [None] * len(rows)
     resumed = [_resume(start, row, shared, config) if start is not None else None
-               for start, row in zip(starts, rows, strict=True)]
-    del starts
+               for start, row in zip(starts or [None] * len(rows), rows, strict=True)]
     base = None
     if shared and not all(r is not None for r in resumed):
         prefix = rows[0][:shared]
