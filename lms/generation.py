@@ -21,6 +21,7 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 
 from lms.constrained import RowConstraintsProcessor, TrieConstraint
 from lms.progress import count_tokens
+from lms.quant_head import int8_head
 from lms.row_prefill import prefill_rows, take_row
 
 logger = logging.getLogger(__name__)
@@ -213,16 +214,23 @@ def _pick(logits: torch.Tensor, sampling: dict[str, Any] | None) -> torch.Tensor
     return torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
 
 
-def _head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] | None]) -> torch.Tensor:
+def _head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] | None], quant: Any = None,
+                 banned: list[list[int] | None] | None = None) -> torch.Tensor:
     """Next-token logits from the last hidden states; rows with an allowed-token list get only those LM-head rows
-    computed (the others stay ``-inf``), which picks the same token as masking the full head."""
+    computed (the others stay ``-inf``), which picks the same token as masking the full head; the other rows get
+    only the tokens an int8 ``quant`` head (:class:`lms.quant_head.Int8Head`) proposes, if given, but ``banned``."""
     head = model.get_output_embeddings()
     full = [i for i, allowed in enumerate(rows_allowed) if allowed is None]
+    if quant is not None and len(full) == hidden.shape[0]:
+        return quant.greedy_logits(hidden, banned)
     vocab = head.weight.shape[0]
     logits = torch.full((hidden.shape[0], vocab), float("-inf"), dtype=torch.float32, device=hidden.device)
     if full:
         index = torch.tensor(full, device=hidden.device) if len(full) < hidden.shape[0] else slice(None)
-        logits[index] = head(hidden[index]).float()
+        if quant is not None:
+            logits[index] = quant.greedy_logits(hidden[index], [banned[i] for i in full] if banned else None)
+        else:
+            logits[index] = head(hidden[index]).float()
     for i, allowed in enumerate(rows_allowed):
         if allowed is not None:
             ids = torch.tensor(allowed, dtype=torch.long, device=hidden.device)
@@ -235,6 +243,10 @@ def _head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] 
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def _banned(segment: Segment, generated: list[int]) -> list[int] | None:
+    return banned(generated) or None if (banned := getattr(segment.constraint, "banned_tokens", None)) else None
 
 
 def _step_allowed(segments: list[Segment], active: list[int], generated: list[list[int]]) -> list[list[int] | None]:
@@ -297,10 +309,10 @@ def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling, ke
     ones = torch.ones((len(segments), 1), dtype=mask.dtype, device=mask.device)
     while True:
         allowed = _step_allowed(segments, active, generated)
-        logits = _head_logits(model, hidden, allowed)
-        for i, row in enumerate(active):
-            banned = getattr(segments[row].constraint, "banned_tokens", None)
-            if banned is not None and (tokens := banned(generated[row])):
+        banned = [_banned(segments[row], generated[row]) for row in active]
+        logits = _head_logits(model, hidden, allowed, int8_head(model) if sampling is None else None, banned)
+        for i, tokens in enumerate(banned):
+            if tokens:
                 logits[i, tokens] = float("-inf")
         tokens = _pick(logits, sampling)
         count_tokens(len(active))

@@ -56,17 +56,12 @@ from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_e
 
 from lms import structured
 from lms.chat_template import end_of_turn_ids, render_prompt, request_messages
-from lms.constrained import (
-    NonEmptyText,
-    NumberConstraint,
-    OptionTrie,
-    TrieConstraint,
-    number_vocab,
-)
+from lms.constrained import NonEmptyText, NumberConstraint, OptionTrie, TrieConstraint, number_vocab
 from lms.generation import Segment, generate_segments
 from lms.model_store import LOCAL_PREFIX, LoadedModel, load_local_model, parse_local_spec
 from lms.option_ranking import OptionRanking, _terminators
 from lms.prefix_cache import PrefixCache
+from lms.quant_head import resolve_head
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +142,8 @@ class LocalEngine(OptionRanking):
         rank_first_width: Beams per prompt after the first token (a wider first step; 0: ``rank_width``).
         rank_k: Options kept per ranked prompt.
         prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
+        head: Greedy decoding's LM head: ``'auto'``/None (an int8 copy proposes each step's candidates where a probe
+            measures it faster, see :mod:`lms.quant_head`), ``'int8'`` or ``'exact'``; ``$NEXTOCC_HEAD``.
     """
 
     def __init__(self, model: str = "local:gemma-3-270m", *, constrained_fields: dict[str, list[str]] | None = None,
@@ -154,9 +151,9 @@ class LocalEngine(OptionRanking):
                  max_field_tokens: int = 128, default_max_tokens: int = 512, seed: int = 0,
                  structured_output: bool = True, share_prefix: bool = True, device: str | None = None,
                  choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 8, rank_first_width: int = 0,
-                 rank_k: int = 10,
-                 prefix_cache_tokens: int = 8192):
+                 rank_k: int = 10, prefix_cache_tokens: int = 8192, head: str | None = None):
         parse_local_spec(model)
+        resolve_head(head)
         if choice_decoding not in ("ranked", "greedy"):
             raise ValueError(f"choice_decoding must be 'ranked' or 'greedy', got {choice_decoding!r}")
         if ranking not in ("beam", "exact"):
@@ -177,7 +174,7 @@ class LocalEngine(OptionRanking):
         self.structured_output, self.share_prefix = structured_output, share_prefix
         self.device, self.choice_decoding, self.ranking = device, choice_decoding, ranking
         self.rank_width, self.rank_first_width = rank_width, rank_first_width
-        self.rank_k, self.prefix_cache_tokens = rank_k, prefix_cache_tokens
+        self.rank_k, self.prefix_cache_tokens, self.head = rank_k, prefix_cache_tokens, head
         self._prefix_caches: dict[tuple, PrefixCache] = {}
         self._ranked: OrderedDict[tuple, list[tuple[str, float]]] = OrderedDict()
         self._ranked_lock = threading.Lock()
@@ -219,7 +216,7 @@ class LocalEngine(OptionRanking):
 
         settings = {k: v for k, v in self.dump_state().items()
                     if k not in ("batch_window_ms", "max_batch_size", "device", "prefix_cache_tokens")}
-        settings["dtype"] = self.loaded().dtype  # the resolved dtype: outputs differ between fp32 and bf16
+        settings["dtype"], settings["head"] = self.loaded().dtype, self.loaded().head  # resolved: outputs may differ
         blob = json.dumps([ENGINE_REVISION, settings], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -231,7 +228,7 @@ class LocalEngine(OptionRanking):
                 "seed": self.seed, "structured_output": self.structured_output, "share_prefix": self.share_prefix,
                 "device": self.device, "choice_decoding": self.choice_decoding, "ranking": self.ranking,
                 "rank_width": self.rank_width, "rank_first_width": self.rank_first_width, "rank_k": self.rank_k,
-                "prefix_cache_tokens": self.prefix_cache_tokens}
+                "prefix_cache_tokens": self.prefix_cache_tokens, "head": self.head}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LocalEngine:
@@ -242,7 +239,7 @@ class LocalEngine(OptionRanking):
     def loaded(self, model_name: str | None = None) -> LoadedModel:
         """The loaded model serving ``model_name`` (a DSPy ``local/...`` name or a ``local:`` spec)."""
         spec, fingerprint = spec_for(model_name) if model_name else (self.model, None)
-        loaded = load_local_model(spec, dtype=self.dtype, device=self.device)
+        loaded = load_local_model(spec, dtype=self.dtype, device=self.device, head=self.head)
         if fingerprint and fingerprint != loaded.fingerprint:
             logger.warning("Model %s has fingerprint %s, the LM name says %s: the weights changed since",
                            spec, loaded.fingerprint, fingerprint)

@@ -33,6 +33,7 @@ from typing import Any
 from lms.cache import cache_dir
 from lms.chat_template import ensure_chat_template
 from lms.hardware import resolve_device, resolve_dtype
+from lms.quant_head import attach, resolve_head
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class LoadedModel:
         lock: Serializes forward passes on this model.
         dtype: Compute dtype name (``float32``, ``bfloat16``, ``float16``).
         device: Device the weights live on (``cpu``, ``cuda``, ...).
+        head: LM head of greedy decoding, ``'int8'`` or ``'exact'`` (:mod:`lms.quant_head`).
     """
 
     spec: LocalModelSpec
@@ -83,6 +85,7 @@ class LoadedModel:
     lock: threading.RLock = field(default_factory=threading.RLock)
     dtype: str = "float32"
     device: str = "cpu"
+    head: str = "exact"
 
 
 def is_local_spec(spec: str) -> bool:
@@ -234,7 +237,8 @@ _REGISTRY: dict[tuple[str, str], LoadedModel] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, device: str | None = None) -> LoadedModel:
+def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, device: str | None = None,
+                     head: str | None = None) -> LoadedModel:
     """Load (or fetch from the process-wide registry) the model named by a local spec.
 
     Args:
@@ -242,9 +246,11 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
         dtype: ``'bfloat16'``, ``'float32'``, ``'float16'`` or None/``'auto'`` (the machine's rule, see
             :func:`lms.hardware.resolve_dtype`).
         device: ``'auto'`` (default: a GPU when torch sees one), ``'cpu'`` or ``'cuda[:N]'``.
+        head: LM head of greedy decoding: ``'auto'``/None (an int8 copy proposes candidates where measured faster),
+            ``'int8'`` or ``'exact'`` (:func:`lms.quant_head.attach`; ``$NEXTOCC_HEAD``).
 
     Returns:
-        The loaded model; loads with the same spec, dtype and device share one instance.
+        The loaded model; loads with the same spec, dtype, device and head share one instance.
 
     Raises:
         FileNotFoundError: If the model or adapter folder does not exist.
@@ -253,7 +259,8 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
     parsed = spec if isinstance(spec, LocalModelSpec) else parse_local_spec(spec)
     device = resolve_device(device)
     torch_dtype = pick_dtype(dtype, device)
-    key = (parsed.spec, str(torch_dtype), device)
+    head = resolve_head(head)
+    key = (parsed.spec, str(torch_dtype), device, head)
     with _REGISTRY_LOCK:
         if key in _REGISTRY:
             return _REGISTRY[key]
@@ -261,6 +268,7 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
         if parsed.adapter and not Path(parsed.adapter).expanduser().is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
         loaded = _load(parsed, folder, torch_dtype, device)
+        loaded.head = attach(loaded.model, head)
         _REGISTRY[key] = loaded
         return loaded
 
