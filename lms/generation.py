@@ -20,8 +20,8 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from lms.constrained import RowConstraintsProcessor, TrieConstraint
+from lms.next_token import next_tokens
 from lms.progress import count_tokens
-from lms.quant_head import int8_head
 from lms.row_prefill import prefill_rows, take_row
 
 logger = logging.getLogger(__name__)
@@ -199,52 +199,6 @@ def _hf_generate(model, tokenizer, segments, enc, cache, end_ids, sampling) -> l
     return rows
 
 
-def _pick(logits: torch.Tensor, sampling: dict[str, Any] | None) -> torch.Tensor:
-    """Greedy argmax, or temperature / top-k / top-p sampling (in that order, as transformers does)."""
-    if sampling is None:
-        return logits.argmax(dim=-1)
-    logits = logits / float(sampling["temperature"])
-    top_k = sampling.get("top_k") or 0
-    if top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    top_p = sampling.get("top_p")
-    if top_p is not None and top_p < 1.0:
-        logits = _top_p_filter(logits, float(top_p))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
-
-
-def _head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] | None], quant: Any = None,
-                 banned: list[list[int] | None] | None = None) -> torch.Tensor:
-    """Next-token logits from the last hidden states; rows with an allowed-token list get only those LM-head rows
-    computed (the others stay ``-inf``), which picks the same token as masking the full head; the other rows get
-    only the tokens an int8 ``quant`` head (:class:`lms.quant_head.Int8Head`) proposes, if given, but ``banned``."""
-    head = model.get_output_embeddings()
-    full = [i for i, allowed in enumerate(rows_allowed) if allowed is None]
-    if quant is not None and len(full) == hidden.shape[0]:
-        return quant.greedy_logits(hidden, banned)
-    vocab = head.weight.shape[0]
-    logits = torch.full((hidden.shape[0], vocab), float("-inf"), dtype=torch.float32, device=hidden.device)
-    if full:
-        index = torch.tensor(full, device=hidden.device) if len(full) < hidden.shape[0] else slice(None)
-        if quant is not None:
-            logits[index] = quant.greedy_logits(hidden[index], [banned[i] for i in full] if banned else None)
-        else:
-            logits[index] = head(hidden[index]).float()
-    for i, allowed in enumerate(rows_allowed):
-        if allowed is not None:
-            ids = torch.tensor(allowed, dtype=torch.long, device=hidden.device)
-            weight = head.weight[ids]
-            row = hidden[i] @ weight.T
-            if getattr(head, "bias", None) is not None:
-                row = row + head.bias[ids]
-            logits[i, ids] = row.float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def _banned(segment: Segment, generated: list[int]) -> list[int] | None:
     return banned(generated) or None if (banned := getattr(segment.constraint, "banned_tokens", None)) else None
 
@@ -256,23 +210,6 @@ def _step_allowed(segments: list[Segment], active: list[int], generated: list[li
         constraint = segments[row].constraint
         out.append(constraint.allowed_tokens(generated[row]) or None if constraint is not None else None)
     return out
-
-
-def _top_p_filter(logits: torch.Tensor, top_p: float, head: int = 512) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches ``top_p`` (as transformers' ``TopPLogitsWarper``).
-
-    Sorting the whole vocabulary is the expensive part; the nucleus almost always lies within the ``head`` most
-    likely tokens, so those are sorted first and the full sort runs only for a row whose head falls short.
-    """
-    probs = torch.softmax(logits, dim=-1)
-    m = min(head, logits.shape[-1])
-    top, order = torch.topk(probs, m, dim=-1)
-    if m < logits.shape[-1] and bool((top.sum(dim=-1) <= top_p).any()):
-        top, order = torch.sort(probs, descending=True, dim=-1)
-    drop = top.cumsum(dim=-1) - top > top_p
-    keep = torch.zeros_like(logits, dtype=torch.bool)
-    keep.scatter_(1, order, ~drop)
-    return logits.masked_fill(~keep, float("-inf"))
 
 
 def prefill(model: Any, enc: dict[str, torch.Tensor], cache: Any = None) -> tuple[torch.Tensor, Any, torch.Tensor,
@@ -309,12 +246,8 @@ def _shrinking_generate(model, tokenizer, segments, state, end_ids, sampling, ke
     ones = torch.ones((len(segments), 1), dtype=mask.dtype, device=mask.device)
     while True:
         allowed = _step_allowed(segments, active, generated)
-        banned = [_banned(segments[row], generated[row]) for row in active]
-        logits = _head_logits(model, hidden, allowed, int8_head(model) if sampling is None else None, banned)
-        for i, tokens in enumerate(banned):
-            if tokens:
-                logits[i, tokens] = float("-inf")
-        tokens = _pick(logits, sampling)
+        tokens = next_tokens(model, hidden, allowed, [_banned(segments[row], generated[row]) for row in active],
+                             sampling)
         count_tokens(len(active))
         going = []
         for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):

@@ -7,7 +7,8 @@ through PyTorch's fbgemm/x86 dynamic-quantized linear reads a quarter of that. I
 ranks the vocabulary: the ``refine`` best tokens of each row get their exact logits from the model's own head and the
 greedy pick is the best of those. The pick equals the full head's whenever the exact best token is among the
 ``refine`` proposed -- on the embedded model its rank under the int8 logits was at most 6 of 2,064 positions, and the
-default ``refine`` is 64. Sampling, ranking and constrained rows keep the exact head.
+default ``refine`` is 64. Sampling with a temperature alone draws by the Gumbel-max trick through the same
+proposals (:mod:`lms.next_token`); top-k/top-p sampling, ranking and constrained rows keep the exact head.
 
 The choice (:func:`resolve_head`): ``head=`` or ``$NEXTOCC_HEAD`` (``'auto'``, ``'int8'``, ``'exact'``); ``auto`` uses
 int8 on a CPU with an fp32 model and a head of at least 16M weights where a short probe at load measures it at least
@@ -73,23 +74,31 @@ class Int8Head:
             warnings.simplefilter("ignore")  # activations quantized per call, 7-bit as fbgemm needs on x86
             return torch.ops.quantized.linear_dynamic(hidden.float().contiguous(), self._packed, True)
 
-    def greedy_logits(self, hidden, banned: list[list[int] | None] | None = None):
+    def greedy_logits(self, hidden, banned: list[list[int] | None] | None = None, noise: float | None = None):
         """Logits ``[rows, vocab]``: each row's ``refine`` best tokens under the int8 copy (after ``banned`` tokens
-        are removed) carry their exact logits, every other token ``-inf``."""
+        are removed) carry their exact logits, every other token ``-inf``. With ``noise`` (a temperature) the logits
+        are divided by it and Gumbel-perturbed (the same noise for the int8 copy and the exact head): the argmax is
+        then a sample (the Gumbel-max trick)."""
         import torch
 
         logits = self.approximate(hidden)
+        perturbation = None
+        if noise is not None:
+            perturbation = torch.empty_like(logits).exponential_().log_().neg_()
+            logits.div_(noise).add_(perturbation)
         for i, tokens in enumerate(banned or ()):
             if tokens:
                 logits[i, tokens] = float("-inf")
         index = logits.topk(min(self.refine, logits.shape[-1]), dim=-1).indices
         weight = self.head.weight[index]  # [rows, refine, hidden]
-        exact = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0]
+        exact = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0].float()
         if getattr(self.head, "bias", None) is not None:
             exact = exact + self.head.bias[index]
+        if perturbation is not None:
+            exact = exact / noise + perturbation.gather(1, index)
         if banned:
             exact = exact.masked_fill(logits.gather(1, index) == float("-inf"), float("-inf"))
-        return logits.fill_(float("-inf")).scatter_(1, index, exact.float())
+        return logits.fill_(float("-inf")).scatter_(1, index, exact)
 
 
 def resolve_head(requested: str | None = None) -> str:

@@ -7,9 +7,9 @@ import torch
 from tiny_lm_factory import OPTIONS
 
 from lms.constrained import OptionTrie, rank_trie
-from lms.generation import _head_logits
 from lms.local_engine import _terminators
 from lms.model_store import load_local_model
+from lms.next_token import head_logits
 from lms.ranking import rank_beam
 
 
@@ -43,7 +43,7 @@ def test_constrained_head_rows_pick_the_same_token_as_the_full_head(tiny):
     model = tiny.model
     hidden = torch.randn(3, model.config.hidden_size)
     allowed = [[5, 17, 42], None, [3]]
-    ours = _head_logits(model, hidden, allowed)
+    ours = head_logits(model, hidden, allowed)
     full = model.get_output_embeddings()(hidden).float()
     for row, ids in enumerate(allowed):
         if ids is None:

@@ -84,10 +84,31 @@ def test_greedy_generation_with_the_int8_head_equals_the_exact_head(tiny_model_d
         assert not calls
         ours = generate_segments(quant.model, tok, segments, [tok.eos_token_id])
     assert calls and [r.text for r in ours] == [r.text for r in plain]
-    with torch.inference_mode():  # sampling keeps the exact head
+    with torch.inference_mode():  # temperature alone: Gumbel-max through the int8 head, seeded
         calls.clear()
-        generate_segments(quant.model, tok, segments, [tok.eos_token_id], sampling={"temperature": 1.0}, seed=1)
+        drawn = [generate_segments(quant.model, tok, segments, [tok.eos_token_id], sampling={"temperature": 1.0},
+                                   seed=1) for _ in range(2)]
+        assert calls and [r.text for r in drawn[0]] == [r.text for r in drawn[1]]
+        calls.clear()  # top-p sampling keeps the exact head
+        generate_segments(quant.model, tok, segments, [tok.eos_token_id], sampling={"temperature": 1.0, "top_p": 0.9},
+                          seed=1)
     assert not calls
+
+
+def test_gumbel_draws_through_the_int8_head_follow_the_softmax(linear_head):
+    torch.manual_seed(1)
+    hidden = torch.randn(1, 64) * 1.5
+    temperature = 0.7
+    probs = torch.softmax(linear_head(hidden)[0] / temperature, dim=-1)
+    head, n = Int8Head(linear_head, refine=64), 20_000
+    ours = head.greedy_logits(hidden.expand(n, -1), noise=temperature).argmax(dim=-1)
+    exact = torch.multinomial(probs, n, replacement=True)
+
+    def distance(draws):  # total variation between the draws' frequencies and the softmax
+        return 0.5 * (torch.bincount(draws, minlength=probs.numel()) / n - probs).abs().sum().item()
+
+    assert 0.01 < probs.max() < 0.5  # many tokens share the mass
+    assert distance(ours) < 1.3 * distance(exact) + 0.005  # as close as exact multinomial draws are
 
 
 class _Wrap(torch.nn.Module):
