@@ -1,6 +1,7 @@
 """Speed of the local LM runtime against this machine's own limit, in one run.
 
-Measures, on the embedded Gemma 3 270M (or ``--model``) with the dtype the machine's rule picks (``--dtype``):
+Measures, on the embedded Gemma 3 270M (or ``--model``) with the dtype the machine's rule picks (``--dtype``) and
+the LM head its probe picks (``--head``, :mod:`lms.quant_head`; the floor counts the exact fp32 head):
 
 * ``matmul_gflops`` and ``floor_tok_s`` per batch size: every linear layer's matmul of one decoding step timed at
   that batch size (attention over the context and norms excluded), so the floor is the model's own arithmetic at
@@ -235,17 +236,17 @@ def program_speed(lm: dspy.LM, examples: list[Any], threads: int) -> dict[str, f
 
 
 def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None = None, threads: int = 16,
-        model: str = lms.DEFAULT_SPEC) -> dict[str, Any]:
+        model: str = lms.DEFAULT_SPEC, head: str | None = None) -> dict[str, Any]:
     """All measurements of the module docstring; returns the results dict."""
     torch.manual_seed(0)
-    lm = lms.load(model, dtype=dtype, constrained_fields={"occupation": _titles()}, cache=False)
+    lm = lms.load(model, dtype=dtype, head=head, constrained_fields={"occupation": _titles()}, cache=False)
     loaded = lm._engine_spec.loaded(lm.model)
     phases = {"load": peak_rss_mb()}  # each phase's own peak RSS
     resets = reset_peak_rss()
     examples = dev_histories(max(n, agreement))
     histories = [ex.history for ex in examples]
     result: dict[str, Any] = {"cpu": cpu_info(), "gpu": gpu_info(), "device": loaded.device, "dtype": loaded.dtype,
-                              "torch_threads": torch.get_num_threads(),
+                              "head": loaded.head, "torch_threads": torch.get_num_threads(),
                               "matmul_gflops": round(matmul_gflops(loaded.dtype, size=1024, seconds=1.0,
                                                                    device=loaded.device), 1)}
     result["floor_tok_s"] = {str(b): floor_tok_s(loaded.model, b) for b in BATCHES}
@@ -279,7 +280,8 @@ def table(result: dict[str, Any]) -> str:
     """The printed table."""
     cpu = result["cpu"]
     lines = [f"CPU: {cpu['model']} ({', '.join(cpu['flags'])}; torch {cpu['torch_capability']}); "
-             f"device {result['device']}, dtype {result['dtype']}, {result['torch_threads']} threads; "
+             f"device {result['device']}, dtype {result['dtype']}, LM head {result.get('head', 'exact')}, "
+             f"{result['torch_threads']} threads; "
              f"matmul {result['matmul_gflops']} GFLOP/s",
              "", f"{'batch':>6}{'floor tok/s':>13}{'HF generate':>13}{'engine':>9}{'engine/floor':>14}"
              f"{'engine/HF':>11}{'prefill tok/s':>15}"]
@@ -316,11 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16, help="Concurrent program calls.")
     parser.add_argument("--dtype", default=None, help="Compute dtype (default: the machine's rule).")
     parser.add_argument("--model", default=lms.DEFAULT_SPEC, help="Local model spec.")
+    parser.add_argument("--head", default=None, choices=("auto", "int8", "exact"),
+                        help="Greedy decoding's LM head (default: auto, see lms.quant_head).")
     args = parser.parse_args(argv)
     if args.n < 1 or args.new_tokens < 2 or args.agreement < 0:
         parser.error("--n must be >= 1, --new_tokens >= 2 and --agreement >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = run(args.n, args.new_tokens, args.agreement, args.dtype, args.threads, args.model)
+    result = run(args.n, args.new_tokens, args.agreement, args.dtype, args.threads, args.model, args.head)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lm_throughput.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -299,6 +299,16 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu")
                        dtype=str(torch_dtype).removeprefix("torch."), device=device)
 
 
+def loaded_heads() -> dict[str, str]:
+    """The LM head (``'int8'`` or ``'exact'``, :mod:`lms.quant_head`) of each model loaded in this process, by spec
+    (with dtype, device and requested head where one spec is loaded more than once)."""
+    with _REGISTRY_LOCK:
+        items = list(_REGISTRY.items())
+    specs = [key[0] for key, _ in items]
+    return {key[0] if specs.count(key[0]) == 1 else f"{key[0]} ({', '.join(map(str, key[1:]))})": loaded.head
+            for key, loaded in items}
+
+
 def clear_registry() -> None:
     """Forget all loaded models (tests, memory)."""
     with _REGISTRY_LOCK:

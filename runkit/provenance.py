@@ -1,4 +1,4 @@
-"""``provenance.json`` of a run directory: code version, packages, machine, dtype and LM usage per role.
+"""``provenance.json`` of a run directory: code version, packages, machine, dtype, LM head and LM usage per role.
 
 :func:`write_provenance` is called by :func:`runkit.run_dir.make_run_dir` when a run directory is created and
 again by a CLI at the end of its run with what only the run knows (``lm_usage`` per role, the compute ``dtype``);
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lms.hardware import machine_info, resolve_dtype
+from lms.model_store import loaded_heads
+from lms.quant_head import resolve_head
 from runkit.files import REDACTED, is_secret_key, redact, write_json
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,13 @@ def _default_dtype(machine: dict[str, Any]) -> str | None:
         return None
 
 
+def _requested_head() -> str:
+    try:
+        return resolve_head()
+    except ValueError as exc:  # a malformed $NEXTOCC_HEAD fails where a model loads, not here
+        return f"invalid: {exc}"
+
+
 def _command() -> list[str] | None:
     """``sys.argv`` with the value after a secret-named flag (``--api_key``, ``--hf_token``) redacted."""
     if not sys.argv or not sys.argv[0]:
@@ -110,6 +119,7 @@ def collect_provenance(*, dtype: str | None = None, lm_usage: dict[str, Any] | N
         "machine": machine,
         "dtype": dtype or _default_dtype(machine),
         "dtype_source": "run" if dtype else "lms.hardware.resolve_dtype (default rule)",
+        "lm_head": {"requested": _requested_head(), "loaded": loaded_heads()},
     }
     world = os.environ.get("WORLD_SIZE")
     if world:

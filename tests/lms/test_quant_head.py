@@ -7,7 +7,7 @@ import torch
 
 from lms import quant_head
 from lms.generation import Segment, generate_segments
-from lms.model_store import load_local_model
+from lms.model_store import load_local_model, loaded_heads
 from lms.quant_head import Int8Head, attach, int8_head, resolve_head
 
 
@@ -73,6 +73,9 @@ def test_greedy_generation_with_the_int8_head_equals_the_exact_head(tiny_model_d
     exact = load_local_model(f"local:{tiny_model_dir}", dtype="float32", head="exact")
     quant = load_local_model(f"local:{tiny_model_dir}", dtype="float32", head="int8")
     assert exact.model is not quant.model and quant.head == "int8" and exact.head == "exact"
+    heads = loaded_heads()
+    assert heads[f"local:{tiny_model_dir} (torch.float32, cpu, int8)"] == "int8"
+    assert heads[f"local:{tiny_model_dir} (torch.float32, cpu, exact)"] == "exact"
     calls = []
     original = Int8Head.greedy_logits
     monkeypatch.setattr(Int8Head, "greedy_logits", lambda self, *a: calls.append(1) or original(self, *a))

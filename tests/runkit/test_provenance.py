@@ -27,3 +27,16 @@ def test_every_run_dir_gets_provenance_and_updates_keep_lm_usage(tmp_path, monke
     assert final["lm_usage"] == usage and final["dtype"] == "bfloat16" and final["dtype_source"] == "run"
     assert final["started_at"] == first["started_at"]
     assert "sk-secret" not in (run / "provenance.json").read_text()
+
+
+def test_provenance_records_the_lm_head_requested_and_loaded(tmp_path, monkeypatch):
+    import runkit.provenance
+
+    monkeypatch.setenv("NEXTOCC_HEAD", "exact")
+    monkeypatch.setattr(runkit.provenance, "loaded_heads", lambda: {"local:gemma-3-270m": "int8"})
+    run = make_run_dir(tmp_path, "r")
+    head = json.loads((run / "provenance.json").read_text())["lm_head"]
+    assert head == {"requested": "exact", "loaded": {"local:gemma-3-270m": "int8"}}
+    monkeypatch.setenv("NEXTOCC_HEAD", "int4")  # recorded, not raised: the model load names the setting
+    assert json.loads((make_run_dir(tmp_path, "s") / "provenance.json").read_text())["lm_head"]["requested"].startswith(
+        "invalid: $NEXTOCC_HEAD must be one of")
