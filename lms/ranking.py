@@ -20,13 +20,14 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from lms.constrained import OptionTrie, _logits
+from lms.constrained import OptionTrie
 from lms.generation import prefill_ids
 from lms.progress import count_tokens
 
 logger = logging.getLogger(__name__)
 
-_HEAD_ROWS = 128  # hidden states per LM-head chunk (bounds the float32 logits buffer)
+_HEAD_ROWS = 128  # hidden states per LM-head pass
+_VOCAB_CHUNK = 8192  # LM-head rows per step of the normaliser's online log-sum-exp
 
 
 @dataclass
@@ -255,18 +256,18 @@ def _push(model, rows, items, hidden, terminators, counter) -> None:
     hidden state each). Only the log-probabilities the search needs leave the LM head, chunk by chunk."""
     for start in range(0, len(items), _HEAD_ROWS):
         chunk = items[start:start + _HEAD_ROWS]
-        logits = _logits(model, hidden[start:start + _HEAD_ROWS])
-        ends = torch.logsumexp(logits[:, terminators], dim=-1) if terminators.numel() else None
+        states = hidden[start:start + _HEAD_ROWS]
+        norm = head_logsumexp(model, states)
+        ends = None
+        if terminators.numel():
+            ends = torch.logsumexp(head_rows(model, states, terminators.expand(len(chunk), -1)), dim=-1)
         width = max(len(node.children) for _, node, _, _, _ in chunk)
         if width:
             index = torch.zeros((len(chunk), width), dtype=torch.long)
             for i, (_, node, _, _, _) in enumerate(chunk):
                 index[i, : len(node.children)] = torch.tensor(list(node.children), dtype=torch.long)
-            picked = logits.gather(1, index.to(logits.device))
-        norm = _logsumexp_(logits)  # last use of the logits: normalised in place
+            values = (head_rows(model, states, index.to(states.device)) - norm[:, None]).tolist()
         end = (ends - norm).tolist() if ends is not None else None
-        if width:
-            values = (picked - norm[:, None]).tolist()
         for i, (r, node, slot, depth, score) in enumerate(chunk):
             row = rows[r]
             if node.option is not None and end is not None:
@@ -275,11 +276,39 @@ def _push(model, rows, items, hidden, terminators, counter) -> None:
                 heapq.heappush(row.frontier, (-(score + value), next(counter), child, slot, depth + 1, token))
 
 
-def _logsumexp_(logits: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``logsumexp`` of a float32 buffer, overwriting it: no full-size temporary, as
-    :func:`torch.logsumexp` allocates (2.4x faster on ``[128, 262144]`` on a 2-core AMX Xeon)."""
-    top = logits.amax(dim=-1, keepdim=True)
-    return logits.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(-1))
+def head_rows(model: Any, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """float32 logits ``[rows, n]`` of the tokens ``index[rows, n]`` (the LM head's rows for them only)."""
+    head = model.get_output_embeddings()
+    weight = head.weight[index]  # [rows, n, hidden]
+    logits = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0].float()
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[index].float()
+    return _capped(model, logits)
+
+
+def head_logsumexp(model: Any, hidden: torch.Tensor, chunk: int = _VOCAB_CHUNK) -> torch.Tensor:
+    """Row-wise ``logsumexp`` of the full LM head's float32 logits, accumulated over ``chunk`` vocabulary rows at a
+    time (an online log-sum-exp): no ``[rows, vocab]`` buffer, and each chunk's logits are summed while in cache
+    (on ``[128, 262144]`` 0.44 s instead of 0.48 s on a 2-core AVX2 EPYC)."""
+    head = model.get_output_embeddings()
+    weight, bias = head.weight, getattr(head, "bias", None)
+    hidden = hidden.to(weight.dtype)
+    best = torch.full((hidden.shape[0], 1), float("-inf"), device=hidden.device)
+    total = torch.zeros((hidden.shape[0], 1), device=hidden.device)
+    for start in range(0, weight.shape[0], chunk):
+        logits = (hidden @ weight[start:start + chunk].T).float()
+        if bias is not None:
+            logits += bias[start:start + chunk].float()
+        logits = _capped(model, logits)
+        top = torch.maximum(best, logits.amax(dim=-1, keepdim=True))
+        total = total * (best - top).exp() + logits.sub_(top).exp_().sum(dim=-1, keepdim=True)
+        best = top
+    return (total.log() + best)[:, 0]
+
+
+def _capped(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -97,10 +97,18 @@ def test_tree_layer_appends_like_concatenation_past_its_reserve():
     assert torch.equal(layer.keys, ref_k)
 
 
-def test_in_place_logsumexp_matches_torch():
-    from lms.ranking import _logsumexp_
+def test_chunked_head_normaliser_and_rows_match_the_full_head():
+    from types import SimpleNamespace
+
+    from lms.ranking import head_logsumexp, head_rows
 
     torch.manual_seed(0)
-    logits = torch.randn(3, 1000) * 20
-    expected = torch.logsumexp(logits, dim=-1)
-    assert torch.allclose(_logsumexp_(logits.clone()), expected, atol=1e-5)
+    head = torch.nn.Linear(16, 1000)
+    hidden = torch.randn(3, 16) * 5
+    for cap in (None, 3.0):
+        model = SimpleNamespace(get_output_embeddings=lambda: head, config=SimpleNamespace(final_logit_softcapping=cap))
+        full = head(hidden)
+        full = torch.tanh(full / cap) * cap if cap else full
+        torch.testing.assert_close(head_logsumexp(model, hidden, chunk=96), torch.logsumexp(full, dim=-1))
+        index = torch.tensor([[5, 999], [0, 1], [7, 7]])
+        torch.testing.assert_close(head_rows(model, hidden, index), full.gather(1, index))
