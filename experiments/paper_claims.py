@@ -71,6 +71,7 @@ from metrics.judge import ReasonJudge
 from runkit.cli import RUN_ERRORS, print_error, run_cli
 from runkit.config import load_config
 from runkit.files import write_config, write_json
+from runkit.provenance import write_provenance
 from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
@@ -348,6 +349,7 @@ def run_claims(config: ClaimsConfig, *, splits: Any = None, taxonomy: Any = None
                                                        judge=judge, programs=programs)
     results["lm_usage"] = tracker.as_dict()
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    write_provenance(run_dir, lm_usage=results["lm_usage"])  # with the LM heads the loaded models used
     text = render_markdown(results)
     if results["lm_usage"]:
         text += "\n## LM usage per role\n\n" + usage.format_table(results["lm_usage"]) + "\n"

@@ -44,6 +44,7 @@ from programs.scoring import score_program
 from runkit.cli import RUN_ERRORS, print_error, run_cli
 from runkit.config import load_config
 from runkit.files import JsonlWriter, redact, write_config, write_json
+from runkit.provenance import write_provenance
 from runkit.run_dir import RunFailed, make_run_dir
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
     with usage.tracking() as tracker, dspy.context(adapter=dspy.ChatAdapter(
             use_json_adapter_fallback=config.json_fallback)):
         results = _score_lm_program(config, run_dir, train, evalset, taxonomy, splits, t0, lm, judge_lm, tracker)
+    write_provenance(run_dir, lm_usage=results["lm_usage"])  # with the LM heads the loaded models used
     m = results["metrics"]
     problem = None
     if m.get("n") and m.get("errors", 0) >= m["n"]:

@@ -45,6 +45,7 @@ from programs.scoring import predict_batch
 from runkit.cli import run_cli
 from runkit.config import load_config
 from runkit.files import JsonlWriter, read_jsonl, write_config, write_json
+from runkit.provenance import write_provenance
 from runkit.run_dir import make_run_dir
 
 logger = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ def run_predict(config: PredictConfig, *, program: Any = None, inputs: tuple[str
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json(run_dir / "summary.json", summary)
+    write_provenance(run_dir)  # with the LM heads the loaded models used
     return summary
 
 

@@ -223,6 +223,8 @@ def test_lm_programs_evaluate_with_dummy_lm(tmp_path, taxonomy, program):
     assert m["n"] > 0 and m["errors"] == 0
     rows = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
     assert all(r["occupation"] == "Cashiers" and r["onet_code"] == "41-2011.00" for r in rows)
+    provenance = json.loads((tmp_path / "r" / "provenance.json").read_text())  # updated at the end of the run
+    assert provenance["lm_usage"] == res["lm_usage"] and "loaded" in provenance["lm_head"]
     if program == "direct":
         assert m.get("judge_factuality") is None and rows[0]["reason"] is None
     else:
