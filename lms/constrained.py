@@ -179,10 +179,22 @@ def apply_constraint(constraint: Any, generated: list[int], scores: torch.Tensor
 
 
 def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden).float()
+    return softcap(model, model.get_output_embeddings()(hidden).float())
+
+
+def softcap(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    """The model's final logit softcapping (Gemma 2), if it has one."""
     cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def head_row_logits(head: Any, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """float32 logits ``[rows, n]`` of the tokens ``index[rows, n]``, from the LM head's rows for them only (no
+    softcapping): each row's hidden state against its own tokens' weights."""
+    weight = head.weight[index]  # [rows, n, hidden]
+    logits = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0].float()
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[index].float()
     return logits
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lms.constrained import head_row_logits, softcap
 from lms.quant_head import int8_head
 
 
@@ -27,11 +28,10 @@ def next_tokens(model: Any, hidden: torch.Tensor, allowed: list[list[int] | None
         sampling: ``{"temperature", "top_k", "top_p"}``, or None for greedy.
     """
     quant = int8_head(model)
-    cap = getattr(model.config, "final_logit_softcapping", None)
     noise = None
     if sampling is not None:
         plain = not (sampling.get("top_k") or 0) and (sampling.get("top_p") is None or sampling["top_p"] >= 1.0)
-        if quant is None or not plain or cap:
+        if quant is None or not plain or getattr(model.config, "final_logit_softcapping", None):
             quant = None
         else:
             noise = float(sampling["temperature"])
@@ -83,14 +83,8 @@ def head_logits(model: Any, hidden: torch.Tensor, rows_allowed: list[list[int] |
     constrained = [i for i, allowed in enumerate(rows_allowed) if allowed is not None]
     for i in constrained:
         ids = torch.tensor(rows_allowed[i], dtype=torch.long, device=hidden.device)
-        weight = head.weight[ids]
-        row = hidden[i] @ weight.T
-        if getattr(head, "bias", None) is not None:
-            row = row + head.bias[ids]
-        logits[i, ids] = row.float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+        logits[i, ids] = head_row_logits(head, hidden[i:i + 1], ids[None])[0]
+    logits = softcap(model, logits)
     if noise is not None and constrained:
         index = torch.tensor(constrained, device=hidden.device)
         logits[index] = logits[index] / noise + gumbel(logits[index].shape, hidden.device)

@@ -81,6 +81,8 @@ class Int8Head:
         then a sample (the Gumbel-max trick)."""
         import torch
 
+        from lms.constrained import head_row_logits  # torch at first use: model_store and runkit import this module
+
         logits = self.approximate(hidden)
         perturbation = None
         if noise is not None:
@@ -90,10 +92,7 @@ class Int8Head:
             if tokens:
                 logits[i, tokens] = float("-inf")
         index = logits.topk(min(self.refine, logits.shape[-1]), dim=-1).indices
-        weight = self.head.weight[index]  # [rows, refine, hidden]
-        exact = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0].float()
-        if getattr(self.head, "bias", None) is not None:
-            exact = exact + self.head.bias[index]
+        exact = head_row_logits(self.head, hidden, index)
         if perturbation is not None:
             exact = exact / noise + perturbation.gather(1, index)
         if banned:

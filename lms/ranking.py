@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from lms.constrained import OptionTrie
+from lms.constrained import OptionTrie, head_row_logits, softcap
 from lms.generation import prefill_ids
 from lms.progress import count_tokens
 
@@ -278,12 +278,7 @@ def _push(model, rows, items, hidden, terminators, counter) -> None:
 
 def head_rows(model: Any, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """float32 logits ``[rows, n]`` of the tokens ``index[rows, n]`` (the LM head's rows for them only)."""
-    head = model.get_output_embeddings()
-    weight = head.weight[index]  # [rows, n, hidden]
-    logits = torch.bmm(weight, hidden.to(weight.dtype)[:, :, None])[:, :, 0].float()
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[index].float()
-    return _capped(model, logits)
+    return softcap(model, head_row_logits(model.get_output_embeddings(), hidden, index))
 
 
 def head_logsumexp(model: Any, hidden: torch.Tensor, chunk: int = _VOCAB_CHUNK) -> torch.Tensor:
@@ -299,16 +294,11 @@ def head_logsumexp(model: Any, hidden: torch.Tensor, chunk: int = _VOCAB_CHUNK) 
         logits = (hidden @ weight[start:start + chunk].T).float()
         if bias is not None:
             logits += bias[start:start + chunk].float()
-        logits = _capped(model, logits)
+        logits = softcap(model, logits)
         top = torch.maximum(best, logits.amax(dim=-1, keepdim=True))
         total = total * (best - top).exp() + logits.sub_(top).exp_().sum(dim=-1, keepdim=True)
         best = top
     return (total.log() + best)[:, 0]
-
-
-def _capped(model: Any, logits: torch.Tensor) -> torch.Tensor:
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
