@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from runkit.config import ConfigError, build_parser, coerce_value, instantiate, load_config, read_config_file
 
 MODES = ("joint", "two_model", "direct", "hybrid")
+TRAIN_STEPS = ("reason", "occupation", "reason+occupation")  # finetune.data.row_step names of the SFT rows
 T = TypeVar("T")
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -43,6 +44,7 @@ class DistillConfig:
     dpo_file: str | None = field(default=None, metadata={"help": "Explicit dpo_reason.jsonl (overrides from_run)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of SFT rows held out for eval loss (0 disables eval)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use at most this many SFT rows per dataset (quick runs): a seeded sample across the file, stratified by program step (a capped joint file keeps both steps)."})
+    train_steps: list[str] | None = field(default=None, metadata={"help": "Program steps whose SFT rows train the student, as finetune.data.row_step names them: reason, occupation, reason+occupation (the joint program's single call); comma-separated on the command line. None: every row of the mode's files (sft_joint.jsonl mixes all three)."})
     # model
     mode: str = field(default="joint", metadata={"help": "joint: one student on sft_joint.jsonl; two_model: one adapter per step (reason, predict); direct: the no-reason ablation on sft_direct.jsonl; hybrid: one joint student on sft_hybrid_joint.jsonl (prompts with a supervised baseline's candidates; compile with hybrid_baseline)."})
     base: str = field(default="local:gemma-3-270m", metadata={"help": "Base model: any local spec lms loads (local:gemma-3-270m, local:/hf/folder) or an HF folder / hub id."})
@@ -101,6 +103,13 @@ class DistillConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+        if isinstance(self.train_steps, str):
+            self.train_steps = [m.strip() for m in self.train_steps.split(",") if m.strip()]
+        if self.train_steps is not None:
+            bad = [s for s in self.train_steps if s not in TRAIN_STEPS]
+            if bad or not self.train_steps:
+                raise ValueError(f"train_steps must name steps from {list(TRAIN_STEPS)} (or be null for every row), "
+                                 f"got {self.train_steps!r}.")
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module.")
         for name in ("lora_r", "lora_alpha", "per_device_train_batch_size", "per_device_eval_batch_size",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,23 @@ def row_step(row: dict[str, Any]) -> str:
         else str(completion)
     fields = [f for f in dict.fromkeys(_FIELD_MARKER.findall(text)) if f != "completed"]
     return "+".join(fields) or "other"
+
+
+def select_steps(rows: list[dict[str, Any]], steps: Sequence[str] | None, source: str = "rows") -> list[dict[str, Any]]:
+    """The rows whose :func:`row_step` is in ``steps`` (all rows when ``steps`` is None).
+
+    Raises:
+        ValueError: If no row is left, naming the steps ``source`` does hold.
+    """
+    if steps is None:
+        return list(rows)
+    keep = [r for r in rows if row_step(r) in steps]
+    if not keep:
+        held = dict(Counter(row_step(r) for r in rows))
+        raise ValueError(f"train_steps {list(steps)} keeps no row of {source}, whose rows train {held}; pick "
+                         "train_steps from those (or null for every row).")
+    logger.info("train_steps %s: %d of %d rows of %s", list(steps), len(keep), len(rows), source)
+    return keep
 
 
 def cap_rows(rows: list[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from typing import Any
 from compile.run_reader import compile_mode
 from finetune.artifacts import merge_adapter
 from finetune.config import DistillConfig, parse_config
-from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, split_rows
+from finetune.data import MODE_ROLES, cap_rows, read_rows, resolve_files, select_steps, split_rows
 from finetune.evaluate_student import before_after
 from finetune.hybrid_student import hybrid_source, install_baseline
 from lms.model_store import embedded_model_dir, is_local_spec, parse_local_spec, resolve_folder
@@ -173,6 +173,8 @@ def run_distill(config: DistillConfig, callbacks: list | None = None) -> dict[st
     files = resolve_files(config)
     hybrid = hybrid_source(config) if config.mode == "hybrid" else None  # fails before any training
     rows = {role: read_rows(path, "dpo" if role == "dpo" else "sft") for role, path in files.items()}
+    rows.update({role: select_steps(rows[role], config.train_steps, str(files[role]))  # fails before any training
+                 for role in MODE_ROLES[config.mode]})
     check_training_args(config)
     state = distributed_state()
     main = state.is_main_process

@@ -48,7 +48,7 @@ for ds in $DATASETS; do
         2>&1 | tee "runs/logs/compile_laptop-$ds.log" | tail -40
     ran=1
   fi
-  # oracle examples per program step; sft_joint.jsonl has three rows per example (reason, predict, joint)
+  # oracle examples per program step
   rows=$($PY -c "import yaml; print(yaml.safe_load(open('configs/distill_laptop.yaml'))['max_train_rows'])")
   for mode in $STUDENTS; do
     run="runs/distill/laptop-$ds-$mode"
@@ -56,13 +56,14 @@ for ds in $DATASETS; do
       step "distill $ds $mode: done ($run/metrics.json), skipped"
       continue
     fi
-    max_rows=$rows
-    # the joint and hybrid files hold three rows per oracle example
-    if [ "$mode" = joint ] || [ "$mode" = hybrid ]; then max_rows=$((3 * rows)); fi
-    step "distill $ds $mode ($max_rows rows at most)"
+    # the joint and hybrid programs answer in one call: their students train on those single-call rows of
+    # sft_joint.jsonl / sft_hybrid_joint.jsonl (which also hold the two steps' rows)
+    steps_flag=""
+    if [ "$mode" = joint ] || [ "$mode" = hybrid ]; then steps_flag="--train_steps reason+occupation"; fi
+    step "distill $ds $mode ($rows rows per step at most)"
     start=$(date +%s)
     $PY -m finetune.distill --config configs/distill_laptop.yaml --from_run "$compile_run" --mode "$mode" \
-        --run_name "laptop-$ds-$mode" --max_train_rows "$max_rows" --resume true ${DISTILL_ARGS:-} \
+        --run_name "laptop-$ds-$mode" --max_train_rows "$rows" $steps_flag --resume true ${DISTILL_ARGS:-} \
         2>&1 | tee "runs/logs/distill_laptop-$ds-$mode.log" | tail -30
     echo "student $ds $mode: training wall time $(($(date +%s) - start)) s (this invocation)"
     ran=1

@@ -47,8 +47,8 @@ def test_distill_config_trains_one_epoch_over_1000_examples_per_student():
         assert cfg.max_steps == -1 and cfg.num_train_epochs >= 1
         assert cfg.max_train_rows * (1 - cfg.eval_fraction) >= 1000  # rows per program step after the eval split
         assert cfg.output_dir == "runs/distill" and not cfg.evaluate
-    # the script gives the joint student three rows (reason, predict, joint) per oracle example
-    assert "max_rows=$((3 * rows))" in (ROOT / "scripts" / "claims_laptop.sh").read_text()
+    # the script trains the joint and hybrid students on their programs' single-call rows
+    assert 'steps_flag="--train_steps reason+occupation"' in (ROOT / "scripts" / "claims_laptop.sh").read_text()
 
 
 def test_claims_config_sizes_and_rows():
@@ -118,8 +118,9 @@ def test_script_runs_each_step_once_and_skips_finished_ones(laptop):
     assert [c.split()[1] for c in calls] == ["compile.optimize", "finetune.distill", "finetune.distill",
                                              "experiments.paper_claims"]
     assert "--config configs/compile_laptop.yaml --run_name laptop-nlsy79" in calls[0]
-    assert "--mode joint" in calls[1] and "--max_train_rows 3300" in calls[1] and "--resume true" in calls[1]
-    assert "--mode direct" in calls[2] and "--max_train_rows 1100" in calls[2]
+    assert "--mode joint" in calls[1] and "--max_train_rows 1053" in calls[1] and "--resume true" in calls[1]
+    assert "--train_steps reason+occupation" in calls[1]
+    assert "--mode direct" in calls[2] and "--max_train_rows 1053" in calls[2] and "--train_steps" not in calls[2]
     assert "--datasets nlsy79" in calls[3]
     assert "student nlsy79 joint: training wall time" in proc.stdout
     # everything done: nothing runs again
@@ -129,8 +130,8 @@ def test_script_runs_each_step_once_and_skips_finished_ones(laptop):
     proc, calls = laptop(DATASETS="nlsy79", STUDENTS="two_model")
     assert [c.split()[1] for c in calls] == ["finetune.distill", "experiments.paper_claims"]
     assert "--mode two_model" in calls[0] and "--from_run runs/compile/laptop-nlsy79" in calls[0]
-    proc, calls = laptop(DATASETS="nlsy79", STUDENTS="hybrid")  # three rows per oracle example, as the joint file
-    assert "--mode hybrid" in calls[0] and "--max_train_rows 3300" in calls[0]
+    proc, calls = laptop(DATASETS="nlsy79", STUDENTS="hybrid")  # its program's single-call rows, as the joint student
+    assert "--mode hybrid" in calls[0] and "--max_train_rows 1053 --train_steps reason+occupation" in calls[0]
 
 
 def test_script_stops_at_a_failed_step_and_rejects_unknown_names(laptop):

@@ -198,3 +198,22 @@ def test_model_card_names_the_base_model(tmp_path):
     assert "base_model: google/gemma-3-270m" in card.split("\n---", 1)[0]
     assert "None" not in card and "## Training procedure" in card
     assert f'from_pretrained("local:gemma-3-270m+{(tmp_path / "adapter").resolve()}")' in card
+
+
+def test_train_steps_keep_the_named_steps_and_fail_by_name(tmp_path, compile_run, capsys):
+    from finetune.data import row_step, select_steps
+
+    rows = _joint_rows(6, 5, 4)
+    single = select_steps(rows, ["reason+occupation"])
+    assert len(single) == 4 and {row_step(r) for r in single} == {"reason+occupation"}
+    assert len(select_steps(rows, ["reason", "occupation"])) == 11 and select_steps(rows, None) == rows
+    assert DistillConfig(from_run="x", train_steps="reason, reason+occupation").train_steps == [
+        "reason", "reason+occupation"]
+    with pytest.raises(ValueError, match="train_steps"):
+        DistillConfig(from_run="x", train_steps=["joint"])
+    with pytest.raises(ValueError, match=r"keeps no row of f\.jsonl, whose rows train \{'reason': 6"):
+        select_steps(rows[:6], ["occupation"], "f.jsonl")
+    out = tmp_path / "out"
+    # the fixture's joint file holds reason rows only: the run stops before a run directory exists
+    assert main(["--from_run", str(compile_run), "--train_steps", "reason+occupation", "--output_dir", str(out)]) == 2
+    assert "sft_joint.jsonl" in capsys.readouterr().err and not out.exists()
