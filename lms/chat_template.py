@@ -39,10 +39,21 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 
+def token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of one vocabulary token, or None when the vocabulary lacks it.
+
+    Looks the token up directly: ``get_vocab()`` builds a Python dict of the whole vocabulary (262k entries for Gemma)
+    on every call.
+    """
+    index = tokenizer.convert_tokens_to_ids(token)
+    if isinstance(index, int) and index >= 0 and tokenizer.convert_ids_to_tokens(index) == token:
+        return index
+    return None
+
+
 def is_gemma_tokenizer(tokenizer: Any) -> bool:
     """Whether the tokenizer knows Gemma's turn tokens."""
-    vocab = tokenizer.get_vocab()
-    return "<start_of_turn>" in vocab and "<end_of_turn>" in vocab
+    return token_id(tokenizer, "<start_of_turn>") is not None and token_id(tokenizer, "<end_of_turn>") is not None
 
 
 def ensure_chat_template(tokenizer: Any, force: bool = False) -> None:
@@ -64,10 +75,10 @@ def end_of_turn_ids(tokenizer: Any) -> list[int]:
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
     for token in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>"):
-        if token in vocab:
-            ids.add(int(vocab[token]))
+        index = token_id(tokenizer, token)
+        if index is not None:
+            ids.add(index)
     return sorted(ids)
 
 
