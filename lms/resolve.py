@@ -191,6 +191,26 @@ def resolve_lm(spec: Any, **load_kwargs: Any) -> dspy.BaseLM | None:
     return load(model, **options)
 
 
+def constrain(lm: Any, fields: dict[str, list[str]]) -> Any:
+    """A local LM whose engine also constrains ``fields`` (name -> allowed strings) to their options.
+
+    Fields the engine already constrains keep their own options. Returns ``lm`` itself when it is not local or has
+    nothing to add; otherwise a new ``dspy.LM`` with the same engine settings and LM options plus the new fields, on
+    the same loaded weights (the model registry loads them once).
+    """
+    if not is_local(lm):
+        return lm
+    engine = lm._engine_spec
+    new = {name: list(options) for name, options in fields.items() if name not in engine.constrained_fields}
+    if not new:
+        return lm
+    state = engine.dump_state()
+    state["constrained_fields"] = {**engine.constrained_fields, **new}
+    model = state.pop("model")
+    return load(model, **state, **lm.kwargs, model_type=lm.model_type, cache=lm.cache, num_retries=lm.num_retries,
+                callbacks=lm.callbacks, provider=lm.provider)
+
+
 def spec_string(lm: Any) -> str | None:
     """The spec string that rebuilds ``lm`` (for manifests), or None when it cannot be told (e.g. DummyLM).
 

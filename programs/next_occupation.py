@@ -33,6 +33,8 @@ import copy
 import json
 import logging
 import os
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,25 @@ MODES = ("two_step", "joint", "direct")
 
 def _lm_context(lm: dspy.BaseLM | None):
     return dspy.context(lm=lm) if lm is not None else contextlib.nullcontext()
+
+
+_CONSTRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # DSPy's configured local LM -> titled copy
+_CONSTRAINED_LOCK = threading.Lock()
+
+
+def _with_titles(lm: Any, taxonomy: OnetTaxonomy) -> Any:
+    """``lm`` with its occupation field constrained to the O*NET titles when it is a local LM (one copy per LM)."""
+    if lm is None or not lms.is_local(lm):
+        return lm
+    with _CONSTRAINED_LOCK:
+        known = _CONSTRAINED.get(lm)
+        if known is None or known[0] is not taxonomy:
+            constrained = lms.constrain(lm, {"occupation": taxonomy.titles})
+            if constrained is not lm:
+                logger.info("Constraining the occupation field of %s to the %d O*NET titles", lm.model,
+                            len(taxonomy.titles))
+            known = _CONSTRAINED[lm] = (taxonomy, None if constrained is lm else constrained)  # no ref to the key
+        return known[1] or lm
 
 
 # ---------------------------------------------------------------------------------------------------- program
@@ -119,7 +140,7 @@ class NextOccupation(dspy.Module):
         predictor_spec = predictor_lm if predictor_lm is not None else lm
         self.lm_specs = {"reasoner": spec_string(reasoner_spec), "predictor": spec_string(predictor_spec)}
         self.reasoner_lm = self._resolve_step_lm(reasoner_spec)
-        same = isinstance(predictor_spec, str) and predictor_spec == reasoner_spec
+        same = (isinstance(predictor_spec, str) and predictor_spec == reasoner_spec) or predictor_spec is reasoner_spec
         self.predictor_lm = self.reasoner_lm if same else self._resolve_step_lm(predictor_spec)
         self._build_predictors()
 
@@ -127,7 +148,14 @@ class NextOccupation(dspy.Module):
         # A local spec gets its occupation output constrained to the official titles (exact ranking too).
         if isinstance(spec, (str, dict)) and is_local_spec(lm_model(spec)):
             return resolve_lm(spec, constrained_fields={"occupation": self.taxonomy.titles})
-        return resolve_lm(spec)
+        return _with_titles(resolve_lm(spec), self.taxonomy)
+
+    def _occupation_lm(self) -> dspy.BaseLM | None:
+        """The occupation step's LM: its own, else DSPy's configured one (a local one constrained to the titles)."""
+        return self.predictor_lm if self.predictor_lm is not None else self._configured_lm()
+
+    def _configured_lm(self) -> dspy.BaseLM | None:
+        return _with_titles(dspy.settings.lm, self.taxonomy)
 
     def _build_predictors(self) -> None:
         if self.mode == "two_step":
@@ -196,15 +224,15 @@ class NextOccupation(dspy.Module):
         extra = self.extra_inputs(text, career, history, **kwargs)
         reason = None
         if self.mode == "two_step":
-            with _lm_context(self.reasoner_lm):
+            with _lm_context(self.reasoner_lm if self.reasoner_lm is not None else self._configured_lm()):
                 reason = self.reasoner(history=text, **extra).reason
             inputs = {"history": text, **extra, "reason": reason}
-            with _lm_context(self.predictor_lm):
+            with _lm_context(self._occupation_lm()):
                 out = self.predictor(**inputs, **self._server_config())
             prefix = None
         else:
             inputs = {"history": text, **extra}
-            with _lm_context(self.predictor_lm):
+            with _lm_context(self._occupation_lm()):
                 out = self.predictor(**inputs, **self._server_config())
             if self.mode == "joint":
                 reason = out.reason
@@ -217,7 +245,7 @@ class NextOccupation(dspy.Module):
 
     def _server_config(self) -> dict[str, Any]:
         """``{"config": {"extra_body": ...}}`` constraining a served predictor's occupation to the titles, else {}."""
-        lm = self.predictor_lm or dspy.settings.lm
+        lm = self._occupation_lm()
         if self.server_constraint == "off" or not is_served(lm):
             return {}
         cfg = request_config(lm, self.predictor.signature, self.taxonomy.titles, self.server_constraint)
@@ -237,7 +265,7 @@ class NextOccupation(dspy.Module):
         elif not match.matched:
             logger.warning("Occupation answer %r matches no O*NET-SOC 2019 title; kept as text (scored as a miss).",
                            raw)
-        lm = self.predictor_lm or dspy.settings.lm
+        lm = self._occupation_lm()
         constraint = "local" if lms.is_local(lm) else "server" if self._server_config() else "none"
         return dspy.Prediction(occupation=occupation, onet_code=code, ranked=local or self._rank_text(raw),
                                matched=matched, raw_occupation=raw, method=method,
@@ -250,7 +278,7 @@ class NextOccupation(dspy.Module):
 
     def _rank_local(self, inputs: dict, prefix: dict | None) -> list[tuple[str, float]]:
         """Exact top-k ranking of the titles by the predictor's local LM; [] when not local or not constrained."""
-        lm = self.predictor_lm or dspy.settings.lm
+        lm = self._occupation_lm()
         if not lms.is_local(lm):
             return []
         try:

@@ -40,3 +40,21 @@ def test_key_comes_from_the_environment_only(monkeypatch):
     monkeypatch.setenv("NEXTOCC_TEST_KEY", "sk-env")
     lm = resolve_lm("{model: openai/gpt-4.1-mini, api_key_env: NEXTOCC_TEST_KEY, num_retries: 2, temperature: 0.3}")
     assert lm.kwargs["api_key"] == "sk-env" and lm.num_retries == 2 and lm.kwargs["temperature"] == 0.3
+
+
+def test_constrain_adds_fields_on_the_same_weights(tiny_model_dir):
+    import dspy
+
+    import lms
+
+    lm = lms.load(f"local:{tiny_model_dir}", max_field_tokens=8, temperature=0.0, cache=False)
+    titled = lms.constrain(lm, {"occupation": ["Cashiers", "Registered Nurses"]})
+    assert titled is not lm and lms.is_local(titled)
+    engine, base = titled._engine_spec, lm._engine_spec
+    assert engine.constrained_fields == {"occupation": ["Cashiers", "Registered Nurses"]}
+    assert base.constrained_fields == {}  # the original LM is unchanged
+    assert engine.max_field_tokens == 8 and titled.kwargs["temperature"] == 0.0 and titled.cache is False
+    assert engine.loaded() is base.loaded()  # one copy of the weights
+    assert lms.constrain(titled, {"occupation": ["Cashiers"]}) is titled  # a constrained field keeps its options
+    remote = dspy.LM("openai/gpt-4.1-mini")
+    assert lms.constrain(remote, {"occupation": ["Cashiers"]}) is remote

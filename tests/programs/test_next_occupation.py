@@ -158,7 +158,7 @@ def test_local_ranking_glue(taxonomy, monkeypatch):
         calls.append((messages, field, k, prefix_fields))
         return [("Registered Nurses", -0.1), ("Nursing Assistants", -2.5)]
 
-    fake = types.SimpleNamespace(is_local=lambda lm: True, rank_options=rank_options)
+    fake = types.SimpleNamespace(is_local=lambda lm: True, constrain=lambda lm, fields: lm, rank_options=rank_options)
     monkeypatch.setattr(next_occupation, "lms", fake)
     lm = DummyLM([{"reason": REASON}, {"occupation": "Registered Nurses"},
                   {"reason": REASON, "occupation": "Registered Nurses"}])
@@ -175,7 +175,7 @@ def test_local_ranking_glue(taxonomy, monkeypatch):
 
 
 def test_top1_ranked_overrides_unmatched_answer(taxonomy, monkeypatch):
-    fake = types.SimpleNamespace(is_local=lambda lm: True,
+    fake = types.SimpleNamespace(is_local=lambda lm: True, constrain=lambda lm, fields: lm,
                                  rank_options=lambda *a, **k: [("Nursing Assistants", -0.3)])
     monkeypatch.setattr(next_occupation, "lms", fake)
     answer = DummyLM([{"occupation": "Qzxv Blorfmaster"}] * 2)
@@ -193,7 +193,7 @@ def test_local_ranking_failure_falls_back_to_text(taxonomy, monkeypatch):
     def rank_options(*args, **kwargs):
         raise ValueError("no closed option list")
 
-    monkeypatch.setattr(next_occupation, "lms", types.SimpleNamespace(is_local=lambda lm: True, rank_options=rank_options))
+    monkeypatch.setattr(next_occupation, "lms", types.SimpleNamespace(is_local=lambda lm: True, constrain=lambda lm, fields: lm, rank_options=rank_options))
     lm = DummyLM([{"occupation": "Cashiers"}])
     pred = NextOccupation(mode="direct", lm=lm, taxonomy=taxonomy)(PERSON)
     assert pred.ranked[0] == ("Cashiers", 1.0)
@@ -295,6 +295,21 @@ def test_real_local_engine_ranking(taxonomy, tiny_local_lm, mode):
     assert [s for _, s in pred.ranked] == sorted((s for _, s in pred.ranked), reverse=True)
     assert pred.occupation == pred.ranked[0][0] and pred.onet_code == taxonomy.code_for_title(pred.occupation)
     assert prog.lm_specs["predictor"] == f"local:{folder}"
+
+
+@pytest.mark.slow
+def test_unconstrained_local_lm_gets_the_titles(taxonomy, tiny_local_lm):
+    import lms
+
+    _, folder = tiny_local_lm
+    plain = lms.load(f"local:{folder}", max_field_tokens=8)  # no constrained_fields: free text without the program
+    for prog, context in ((NextOccupation(mode="joint", lm=plain, taxonomy=taxonomy, k=3), {}),
+                          (NextOccupation(mode="two_step", taxonomy=taxonomy, k=3), {"lm": plain})):
+        with dspy.context(**context):
+            pred = prog(PERSON)
+        assert pred.ranking == "exact" and len(pred.ranked) == 3, pred
+        assert pred.matched and pred.onet_code == taxonomy.code_for_title(pred.occupation)
+    assert plain._engine_spec.constrained_fields == {}
 
 
 def test_load_accepts_a_compile_run_directory(tmp_path, taxonomy):
