@@ -200,7 +200,7 @@ def constrain(lm: Any, fields: dict[str, list[str]]) -> Any:
     """
     if not is_local(lm):
         return lm
-    engine = lm._engine_spec
+    engine = _engine(lm)
     new = {name: list(options) for name, options in fields.items() if name not in engine.constrained_fields}
     if not new:
         return lm
