@@ -183,9 +183,11 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def softcap(model: Any, logits: torch.Tensor) -> torch.Tensor:
-    """The model's final logit softcapping (Gemma 2), if it has one."""
+    """The model's final logit softcapping (Gemma 2), if it has one; ``-inf`` (a token ruled out) stays ``-inf``."""
     cap = getattr(model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
+    if not cap:
+        return logits
+    return (torch.tanh(logits / cap) * cap).masked_fill_(logits == float("-inf"), float("-inf"))
 
 
 def head_row_logits(head: Any, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,18 @@ def test_constrained_head_rows_pick_the_same_token_as_the_full_head(tiny):
             assert torch.allclose(ours[row, ids], full[row, ids], atol=1e-5)
 
 
+def test_softcapped_constrained_rows_keep_other_tokens_impossible(tiny, monkeypatch):
+    model, cap = tiny.model, 2.0
+    monkeypatch.setattr(model.config, "final_logit_softcapping", cap, raising=False)
+    hidden = torch.randn(2, model.config.hidden_size)
+    with torch.no_grad():
+        ours = head_logits(model, hidden, [[5, 17, 42], None])
+        full = torch.tanh(model.get_output_embeddings()(hidden).float() / cap) * cap
+    assert torch.isinf(ours[0]).sum() == ours.shape[1] - 3 and torch.allclose(ours[0, [5, 17, 42]], full[0, [5, 17, 42]])
+    assert torch.softmax(ours[0], dim=-1)[[5, 17, 42]].sum() == pytest.approx(1.0, abs=1e-6)  # sampling stays inside
+    assert torch.allclose(ours[1], full[1], atol=1e-5)
+
+
 def test_beam_certificate_marks_provably_exact_rankings(tiny):
     tok = tiny.tokenizer
     trie = OptionTrie(tok, OPTIONS, _terminators(tok))
