@@ -138,9 +138,11 @@ class LocalEngine(OptionRanking):
             token-by-token constrained greedy decoding.
         ranking: ``'beam'`` (default, fast) or ``'exact'`` option ranking (best-first search over the trie with tree
             attention, :func:`lms.ranking.rank_tree`; exact, several times slower than the beam).
-        rank_width: Beams per prompt in beam ranking (raised to ``rank_k`` when smaller).
+        rank_width: Beams per prompt in beam ranking (raised to the ranking's depth when smaller).
         rank_first_width: Beams per prompt after the first token (a wider first step; 0: ``rank_width``).
-        rank_k: Options kept per ranked prompt.
+        rank_k: Options ranked per prompt when the engine answers a closed-option field; a later :meth:`rank` for
+            more ranks again, so set it to the program's ``k``. At a fixed width the beam's top options do not
+            depend on it (a deeper ranking only adds options after them), its cost does.
         prefix_cache_tokens: Prompt-prefix tokens kept across batches (0 disables the prefix LRU).
         head: Greedy decoding's LM head: ``'auto'``/None (an int8 copy proposes each step's candidates where a probe
             measures it faster, see :mod:`lms.quant_head`), ``'int8'`` or ``'exact'``; ``$NEXTOCC_HEAD``.
@@ -150,8 +152,8 @@ class LocalEngine(OptionRanking):
                  dtype: str | None = None, batch_window_ms: float = 30.0, max_batch_size: int = 16,
                  max_field_tokens: int = 128, default_max_tokens: int = 512, seed: int = 0,
                  structured_output: bool = True, share_prefix: bool = True, device: str | None = None,
-                 choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 8, rank_first_width: int = 0,
-                 rank_k: int = 10, prefix_cache_tokens: int = 8192, head: str | None = None):
+                 choice_decoding: str = "ranked", ranking: str = "beam", rank_width: int = 10, rank_first_width: int = 0,
+                 rank_k: int = 5, prefix_cache_tokens: int = 8192, head: str | None = None):
         parse_local_spec(model)
         resolve_head(head)
         if choice_decoding not in ("ranked", "greedy"):

@@ -145,9 +145,9 @@ class NextOccupation(dspy.Module):
         self._build_predictors()
 
     def _resolve_step_lm(self, spec: Any) -> dspy.BaseLM | None:
-        # A local spec gets its occupation output constrained to the official titles (exact ranking too).
+        # A local spec gets its occupation output constrained to the official titles, ranked as deep as ``k``.
         if isinstance(spec, (str, dict)) and is_local_spec(lm_model(spec)):
-            return resolve_lm(spec, constrained_fields={"occupation": self.taxonomy.titles})
+            return resolve_lm(spec, constrained_fields={"occupation": self.taxonomy.titles}, rank_k=self.k)
         return _with_titles(resolve_lm(spec), self.taxonomy)
 
     def _occupation_lm(self) -> dspy.BaseLM | None:

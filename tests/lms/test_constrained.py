@@ -39,6 +39,22 @@ def test_beam_ranking_equals_exact_ranking_on_a_tiny_trie(tiny):
             assert score == pytest.approx(exact_scores[option], abs=1e-4)
 
 
+@pytest.mark.parametrize("width", [3, 4])
+def test_beam_top_options_do_not_depend_on_its_depth(tiny, width):
+    # at a fixed width a deeper beam only adds options after the shallower one's (the engine ranks as deep as asked)
+    tok = tiny.tokenizer
+    trie = OptionTrie(tok, OPTIONS, _terminators(tok))
+    prompts = _prompts(tok, 6)
+    deep = rank_beam(tiny.model, prompts, trie, k=3, width=width, pad=tok.pad_token_id)
+    exact = rank_beam(tiny.model, prompts, trie, k=3, width=len(OPTIONS), pad=tok.pad_token_id)
+    assert any([o for o, _ in a] != [o for o, _ in b] for a, b in zip(deep, exact, strict=True))  # a real beam
+    for k in (1, 2):
+        shallow = rank_beam(tiny.model, prompts, trie, k=k, width=width, pad=tok.pad_token_id)
+        for a, b in zip(shallow, deep, strict=True):
+            assert [o for o, _ in a] == [o for o, _ in b[:k]]
+            assert [s for _, s in a] == pytest.approx([s for _, s in b[:k]], abs=1e-5)
+
+
 def test_constrained_head_rows_pick_the_same_token_as_the_full_head(tiny):
     model = tiny.model
     hidden = torch.randn(3, model.config.hidden_size)

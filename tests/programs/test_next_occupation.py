@@ -298,6 +298,18 @@ def test_real_local_engine_ranking(taxonomy, tiny_local_lm, mode):
 
 
 @pytest.mark.slow
+def test_local_spec_ranks_as_deep_as_k(taxonomy, tiny_local_lm):
+    # the engine's ranked answer keeps k options, so the program's top-k reuses that search
+    _, folder = tiny_local_lm
+    prog = NextOccupation(mode="direct", lm=f"local:{folder}", taxonomy=taxonomy, k=4)
+    engine = prog.predictor_lm._engine_spec
+    assert engine.rank_k == 4
+    pred = prog(PERSON)
+    assert len(pred.ranked) == 4 and pred.occupation == pred.ranked[0][0]
+    assert engine.stats["rank_calls"] == 1 and engine.stats["rank_memo_hits"] == 1
+
+
+@pytest.mark.slow
 def test_unconstrained_local_lm_gets_the_titles(taxonomy, tiny_local_lm):
     import lms
 
