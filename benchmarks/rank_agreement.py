@@ -48,10 +48,10 @@ def prompts_from_records(lm: dspy.LM, mode: str, records: list[dict[str, Any]]) 
     return out
 
 
-def run(model: str, predictions: str, mode: str = "joint", n: int = 48, k: int = 5, width: int = 8,
+def run(model: str, predictions: str, mode: str = "joint", n: int = 48, k: int = 5, width: int | None = None,
         dtype: str | None = None, titles: list[str] | None = None) -> dict[str, Any]:
     """Agreement of the beam's top-1/top-k with the exact search's on ``n`` records; returns the results dict.
-    ``titles`` are the options ranked (default: the O*NET titles)."""
+    ``titles`` are the options ranked (default: the O*NET titles); ``width`` defaults to the engine's beam width."""
     records = [r for r in read_records(Path(predictions)) if not r.get("error")][:n]
     if not records:
         raise ValueError(f"{predictions}: no usable prediction records")
@@ -63,6 +63,7 @@ def run(model: str, predictions: str, mode: str = "joint", n: int = 48, k: int =
     titles = titles or OnetTaxonomy.load().titles
     lm = lms.load(model, dtype=dtype, constrained_fields={"occupation": list(titles)}, cache=False)
     loaded = lm._engine_spec.loaded(lm.model)
+    width = width or lm._engine_spec.rank_width
     trie = lm._engine_spec.trie(loaded, tuple(titles))
     prompts = prompts_from_records(lm, mode, records)
     pad, stats = loaded.tokenizer.pad_token_id, {}
@@ -96,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="joint", choices=sorted(MODES), help="Program whose prompt ranks titles.")
     parser.add_argument("--n", type=int, default=48, help="Records ranked (the first n without an error).")
     parser.add_argument("--k", type=int, default=5, help="Top-k compared.")
-    parser.add_argument("--width", type=int, default=8, help="Beam width.")
+    parser.add_argument("--width", type=int, default=None, help="Beam width (default: the engine's, 10).")
     parser.add_argument("--dtype", default=None, help="Compute dtype (default: the machine's rule).")
     parser.add_argument("--out", default=None, help="Folder for rank_agreement.json (default: print only).")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.k < 1 or args.width < 1:
+    if args.n < 1 or args.k < 1 or (args.width is not None and args.width < 1):
         parser.error("--n, --k and --width must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks import rank_agreement
+from lms.local_engine import LocalEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 TITLES = ["Registered Nurses", "Nursing Assistants", "Medical Assistants", "Cashiers", "Software Developers"]
@@ -42,6 +44,8 @@ def test_an_exhaustive_beam_is_the_exact_ranking(tiny, tmp_path, mode):
 def test_a_narrow_beam_is_measured_and_bad_inputs_are_named(tiny, tmp_path, capsys):
     narrow = rank_agreement.run(tiny, _predictions(tmp_path / "p.jsonl"), k=3, width=1, titles=TITLES)
     assert 0.0 <= narrow["top1_agreement"] <= 1.0 and 0.0 <= narrow["topk_overlap"] <= 1.0
+    engine_width = inspect.signature(LocalEngine.__init__).parameters["rank_width"].default
+    assert rank_agreement.run(tiny, _predictions(tmp_path / "d.jsonl"), k=3, titles=TITLES)["width"] == engine_width
     no_reason = _predictions(tmp_path / "q.jsonl", reason=False)
     assert rank_agreement.main(["--model", tiny, "--predictions", no_reason, "--mode", "joint"]) == 2
     assert "has no 'reason'" in capsys.readouterr().out
