@@ -46,8 +46,8 @@ def test_beam_top_options_do_not_depend_on_its_depth(tiny, width):
     trie = OptionTrie(tok, OPTIONS, _terminators(tok))
     prompts = _prompts(tok, 6)
     deep = rank_beam(tiny.model, prompts, trie, k=3, width=width, pad=tok.pad_token_id)
-    exact = rank_beam(tiny.model, prompts, trie, k=3, width=len(OPTIONS), pad=tok.pad_token_id)
-    assert any([o for o, _ in a] != [o for o, _ in b] for a, b in zip(deep, exact, strict=True))  # a real beam
+    wide = rank_beam(tiny.model, prompts, trie, k=3, width=len(OPTIONS), pad=tok.pad_token_id)
+    assert any([o for o, _ in a] != [o for o, _ in b] for a, b in zip(deep, wide, strict=True))  # a real beam
     for k in (1, 2):
         shallow = rank_beam(tiny.model, prompts, trie, k=k, width=width, pad=tok.pad_token_id)
         for a, b in zip(shallow, deep, strict=True):
