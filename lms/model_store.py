@@ -291,6 +291,10 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.to(device)
     model.eval()
+    if device == "cpu":
+        from lms.bf16_weights import store_tied_embedding_bf16
+
+        store_tied_embedding_bf16(model)  # lossless: only where every value is a bfloat16 number
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -50,13 +50,10 @@ class Int8Head:
 
         if refine < 1:
             raise ValueError(f"refine must be >= 1, got {refine}.")
-        weight = head.weight.detach()
         bias = getattr(head, "bias", None)
-        scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()  # symmetric, one scale per token
         with warnings.catch_warnings():  # torch.ao's quantized tensors are deprecated in favour of torchao, whose
             warnings.simplefilter("ignore")  # int8 matmul has no fast kernel on an AVX2 CPU (measured 100x slower)
-            quantized = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
-                                                   torch.qint8)
+            quantized = _quantize_rows(head.weight.detach())
             self._packed = torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.detach())
         self.head, self.refine = head, refine
         self._version = head.weight._version
@@ -98,6 +95,22 @@ class Int8Head:
         if banned:
             exact = exact.masked_fill(logits.gather(1, index) == float("-inf"), float("-inf"))
         return logits.fill_(float("-inf")).scatter_(1, index, exact)
+
+
+def _quantize_rows(weight, chunk: int = 16384):
+    """Symmetric per-row int8 quantization of a float32 (or bfloat16-held) head, ``chunk`` rows widened at a time
+    (no float32 copy of a bfloat16 head is made); the same tensor as ``torch.quantize_per_channel`` of the whole."""
+    import torch
+
+    scales = torch.empty(weight.shape[0], dtype=torch.double)
+    values = torch.empty(weight.shape, dtype=torch.int8)
+    for start in range(0, weight.shape[0], chunk):
+        part = weight[start:start + chunk].float()
+        part_scales = (part.abs().amax(dim=1) / 127).clamp(min=1e-12).double()  # one scale per token
+        scales[start:start + part.shape[0]] = part_scales
+        values[start:start + part.shape[0]] = torch.quantize_per_channel(
+            part, part_scales, torch.zeros_like(part_scales, dtype=torch.long), 0, torch.qint8).int_repr()
+    return torch._make_per_channel_quantized_tensor(values, scales, torch.zeros_like(scales, dtype=torch.long), 0)
 
 
 def resolve_head(requested: str | None = None) -> str:
@@ -161,12 +174,13 @@ def _unsupported(model: Any, refine: int) -> str | None:
     import torch
 
     head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
+    compute_dtype = getattr(head, "compute_dtype", None)  # lms.bf16_weights.Bf16Head: bfloat16-held, float32 math
+    if not isinstance(head, torch.nn.Linear) and compute_dtype is None:
         return f"the output embedding is a {type(head).__name__}, not a Linear"
     if head.weight.device.type != "cpu":
         return f"the model is on {head.weight.device}, and fbgemm int8 runs on the CPU only"
-    if head.weight.dtype != torch.float32:
-        return f"the model computes in {head.weight.dtype}, not float32"
+    if (compute_dtype or head.weight.dtype) != torch.float32:
+        return f"the model computes in {compute_dtype or head.weight.dtype}, not float32"
     engines = set(torch.backends.quantized.supported_engines)
     if not engines & {"fbgemm", "x86"}:
         return f"this torch build has no fbgemm/x86 quantized engine (has {sorted(engines)})"

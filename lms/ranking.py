@@ -91,12 +91,16 @@ def _rank_chunk(model, prompts, trie, k, pad, prefix_cache, share_prefix, step_n
     window = getattr(config, "sliding_window", None)
     default_type = "sliding_attention" if window else "full_attention"
     layer_types = list(getattr(config, "layer_types", None) or [default_type] * config.num_hidden_layers)
-    # One plain (never truncated) layer per model layer, holding the prompt's keys and values.
-    kv = [(layer.keys, layer.values) for layer in cache.layers]
-    prompt_len = {t: next(kv[i][0].shape[-2] for i, lt in enumerate(layer_types) if lt == t) for t in set(layer_types)}
-    tree = Cache(layers=[_TreeLayer(keys, values, reserve=4 * step_nodes if beam is None else 4 * max(beam))
-                         for keys, values in kv])
-    del kv, cache
+    # One plain (never truncated) layer per model layer, holding the prompt's keys and values; each prefill layer is
+    # released once copied, so the prompt's cache is never held twice.
+    layers = []
+    for layer in cache.layers:
+        layers.append(_TreeLayer(layer.keys, layer.values, reserve=4 * step_nodes if beam is None else 4 * max(beam)))
+        layer.keys = layer.values = None
+    del cache
+    prompt_len = {t: next(layers[i].keys.shape[-2] for i, lt in enumerate(layer_types) if lt == t)
+                  for t in set(layer_types)}
+    tree = Cache(layers=layers)
     real = mask.bool()  # [B, L] prompt tokens that are not padding
     rows = [_Row(last_pos=int(p)) for p in positions[:, -1].tolist()]
     counter = itertools.count()
@@ -288,11 +292,16 @@ def head_logsumexp(model: Any, hidden: torch.Tensor, chunk: int = _VOCAB_CHUNK) 
     states, 8,192-row chunks 2.7-3.1 ms."""
     head = model.get_output_embeddings()
     weight, bias = head.weight, getattr(head, "bias", None)
-    hidden = hidden.to(weight.dtype)
+    dtype = getattr(head, "compute_dtype", weight.dtype)  # a bfloat16-held head computes in float32
+    hidden = hidden.to(dtype)
     best = torch.full((hidden.shape[0], 1), float("-inf"), device=hidden.device)
     total = torch.zeros((hidden.shape[0], 1), device=hidden.device)
+    widened = hidden.new_empty((chunk, weight.shape[1])) if weight.dtype != dtype else None
     for start in range(0, weight.shape[0], chunk):
-        logits = (hidden @ weight[start:start + chunk].T).float()
+        rows = weight[start:start + chunk]
+        if widened is not None:  # widened into one reused buffer
+            rows = widened[: rows.shape[0]].copy_(rows)
+        logits = (hidden @ rows.T).float()
         if bias is not None:
             logits += bias[start:start + chunk].float()
         logits = softcap(model, logits)

@@ -1,0 +1,142 @@
+"""A float32 model's tied token embedding held in bfloat16 where its values are exactly bfloat16 numbers.
+
+The embedded Gemma 3 270M ships bfloat16 weights; loaded in float32 (the dtype rule on a CPU without native bf16),
+its 262,144 x 640 tied embedding / LM head takes 671 MB, a third of the process. Every one of those numbers is a
+bfloat16 value, so holding the matrix in bfloat16 (335 MB) and widening what is used to float32 loses nothing: the
+embedding widens the rows it looks up, the head widens chunks of rows before its float32 matmul, so every output is
+the float32 model's. :func:`store_tied_embedding_bf16` swaps the two modules in at load (inference only: the weight
+becomes a frozen buffer); :func:`full_precision` puts a float32 copy back for a block (a baseline timed on the
+plain model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 4096  # head rows widened to float32 per matmul
+
+
+class Bf16Embedding(nn.Module):
+    """A token embedding whose bfloat16 table is widened to float32 per looked-up row (then scaled, as Gemma's)."""
+
+    def __init__(self, weight: torch.Tensor, padding_idx: int | None = None, embed_scale: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx = padding_idx
+        self.register_buffer("embed_scale", embed_scale, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        out = F.embedding(input_ids, self.weight, self.padding_idx).float()
+        return out if self.embed_scale is None else out * self.embed_scale.float()
+
+
+class Bf16Head(nn.Module):
+    """A bias-free LM head whose bfloat16 rows are widened to float32 chunk by chunk for a float32 matmul."""
+
+    compute_dtype = torch.float32
+
+    def __init__(self, weight: torch.Tensor, chunk: int = _CHUNK):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.out_features, self.in_features = weight.shape
+        self.bias, self.chunk = None, chunk
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        flat = hidden.reshape(-1, self.in_features).to(self.compute_dtype)
+        out = flat.new_empty((flat.shape[0], self.out_features))
+        buffer = flat.new_empty((self.chunk, self.in_features))  # one widened chunk, reused (no allocation per chunk)
+        for start in range(0, self.out_features, self.chunk):
+            part = self.weight[start:start + self.chunk]
+            rows = buffer[: part.shape[0]].copy_(part)
+            torch.matmul(flat, rows.T, out=out[:, start:start + part.shape[0]])
+        return out.reshape(*hidden.shape[:-1], self.out_features)
+
+
+def store_tied_embedding_bf16(model: Any) -> int:
+    """Hold a float32 CPU model's tied embedding / LM head in bfloat16 when every value is a bfloat16 number.
+
+    Returns:
+        Bytes saved (0 when the model does not qualify: not float32 on the CPU, untied, a head with a bias, an
+        embedding class other than ``nn.Embedding`` or Gemma's scaled one, or values that bfloat16 would round).
+    """
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    why = _unsupported(embedding, head)
+    if why:
+        logger.debug("Tied embedding kept in float32: %s", why)
+        return 0
+    weight = head.weight.detach()
+    compact = torch.empty(weight.shape, dtype=torch.bfloat16)
+    for start in range(0, weight.shape[0], 8 * _CHUNK):
+        part = weight[start:start + 8 * _CHUNK]
+        compact[start:start + part.shape[0]] = part
+        if not torch.equal(compact[start:start + part.shape[0]].float(), part):
+            logger.debug("Tied embedding kept in float32: its values are not all bfloat16 numbers")
+            return 0
+    scale = getattr(embedding, "embed_scale", None)
+    model.set_input_embeddings(Bf16Embedding(compact, embedding.padding_idx,
+                                             None if scale is None else scale.detach().clone()))
+    model.set_output_embeddings(Bf16Head(compact))
+    saved = weight.numel() * (weight.element_size() - compact.element_size())
+    logger.info("Tied embedding held in bfloat16 (its values are bfloat16 numbers; computed in float32): %.0f MB saved",
+                saved / 2**20)
+    return saved
+
+
+@contextlib.contextmanager
+def full_precision(model: Any) -> Iterator[None]:
+    """Within the block, ``model`` has a plain float32 ``nn.Embedding``/``nn.Linear`` pair again (a float32 copy of the
+    table, tied); the bfloat16 modules come back after it. A no-op for a model that was not compacted."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if not isinstance(head, Bf16Head):
+        yield
+        return
+    weight = nn.Parameter(head.weight.float(), requires_grad=False)
+    plain = nn.Embedding(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, _weight=weight)
+    plain_head = nn.Linear(head.in_features, head.out_features, bias=False, device="meta")
+    plain.weight = plain_head.weight = weight  # tied, as loaded
+    scale = embedding.embed_scale
+    model.set_input_embeddings(plain if scale is None else _Scaled(plain, scale))
+    model.set_output_embeddings(plain_head)
+    try:
+        yield
+    finally:
+        model.set_input_embeddings(embedding)
+        model.set_output_embeddings(head)
+
+
+class _Scaled(nn.Module):
+    """A float32 embedding times its scale (Gemma's scaled embedding, for :func:`full_precision`)."""
+
+    def __init__(self, embedding: nn.Embedding, scale: torch.Tensor):
+        super().__init__()
+        self.embedding, self.weight = embedding, embedding.weight
+        self.register_buffer("embed_scale", scale, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(input_ids) * self.embed_scale.to(self.weight.dtype)
+
+
+def _unsupported(embedding: Any, head: Any) -> str | None:
+    if type(head) is not nn.Linear or head.bias is not None:
+        return f"the head is a {type(head).__name__}{' with a bias' if getattr(head, 'bias', None) is not None else ''}"
+    scaled = isinstance(embedding, nn.Embedding) and type(embedding).__name__.endswith("ScaledWordEmbedding") \
+        and hasattr(embedding, "embed_scale")
+    if type(embedding) is not nn.Embedding and not scaled:
+        return f"the embedding is a {type(embedding).__name__}"
+    if embedding.max_norm is not None:
+        return "the embedding renormalises rows (max_norm)"
+    if head.weight is not embedding.weight:
+        return "the embedding and the head are not tied"
+    if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
+        return f"the weights are {head.weight.dtype} on {head.weight.device}"
+    return None
