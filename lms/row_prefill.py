@@ -104,12 +104,19 @@ def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: A
     return torch.cat(hidden), batch, mask, positions
 
 
+ROLLBACK_TOKENS = 64  # tokens a kept row's sliding layers hold beyond their window, to cut back that far
+
+
 def take_row(cache: Any, index: int, ids: list[int], held: int, config: Any) -> RowKV:
     """Row ``index`` of a batch cache laid out by :func:`prefill_rows` with ``keep=True`` (rows right-aligned), as a
     batch-1 :class:`RowKV` of ``ids`` (its real tokens: the prompt and the tokens fed since) whose sliding layers
-    hold its last ``held`` tokens; the tensors are copied, so the batch's can be freed."""
+    hold its last ``held`` tokens, at most the window plus :data:`ROLLBACK_TOKENS` (a continuation that departs
+    further back prefills afresh); the tensors are copied, so the batch's can be freed."""
     from transformers import DynamicCache
 
+    window = getattr(config, "sliding_window", None)
+    if window:
+        held = min(held, window - 1 + ROLLBACK_TOKENS)
     row = DynamicCache(config=config)
     for mine, theirs in zip(row.layers, cache.layers, strict=True):
         count = held if getattr(theirs, "is_sliding", False) else len(ids)

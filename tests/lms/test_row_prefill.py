@@ -156,3 +156,24 @@ def test_a_kept_cache_that_does_not_match_past_the_shared_prefix_is_not_used(tok
         plain = prefill(sliding, enc, cache)
         ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=[r.kv for r in first])
     torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
+
+
+def test_a_kept_cache_holds_its_window_plus_the_rollback_and_cuts_back_no_further(tok, sliding, monkeypatch):
+    import lms.row_prefill
+
+    monkeypatch.setattr(lms.row_prefill, "ROLLBACK_TOKENS", 2)
+    first = _kept_rows(tok, sliding, [f"{o} at {30 + i}" for i, o in enumerate(OPTIONS[:2])])
+    kvs = [r.kv for r in first]
+    assert all(kv.held == 6 - 1 + 2 and kv.cache.layers[1].keys.shape[-2] == kv.held for kv in kvs)
+    header = tok("\n\n[[ ## occupation ## ]]\n", add_special_tokens=False)["input_ids"]
+    for cut, resumed in ((1, True), (4, False)):  # within the rollback: continued; past it: prefilled afresh
+        kvs = [r.kv for r in _kept_rows(tok, sliding, [f"{o} at {30 + i}" for i, o in enumerate(OPTIONS[:2])])]
+        rows = [kv.ids[:-cut] + header for kv in kvs]
+        with torch.inference_mode():
+            enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
+            plain = prefill(sliding, enc, cache)
+            before = tokens_processed()
+            ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=kvs)
+            counted = tokens_processed() - before
+        assert (counted == len(header) * len(rows)) is resumed
+        torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
