@@ -10,8 +10,9 @@ padding, and each row's keys and values are the ones it has unpadded.
 
 A row may also start from its own earlier cache (:class:`RowKV`: the prompt and value of the field before, taken out
 of the decoding batch by :func:`take_row`), so a structured reply's next field computes only its new tokens. Such
-caches are *kept* (``keep=True``): their sliding-window layers record every token since they started instead of the
-window's last ones, so they can be cut back to where a re-rendered prompt departs from them.
+caches are *kept* (``keep=True``): their sliding-window layers hold :data:`ROLLBACK_TOKENS` more than the window's
+last tokens, so they can be cut back to where a re-rendered prompt departs from them (a continuation departing
+further back is prefilled afresh).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import torch
 
 from lms.progress import count_tokens
+
+ROLLBACK_TOKENS = 64  # tokens a kept row's sliding layers hold beyond their window, to cut back that far
 
 
 @dataclass
@@ -49,8 +52,9 @@ def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: A
         store: Store the computed prefix in ``prefix_cache``.
         starts: Per row, an earlier :class:`RowKV` of that row (or None): used (and consumed) where it matches
             more of the row than ``shared``.
-        keep: Lay the batch out so :func:`take_row` can take rows out of it after decoding (sliding layers record
-            every token); the returned cache gets a ``held`` list (sliding-layer tokens per row after the prefill).
+        keep: Lay the batch out so :func:`take_row` can take rows out of it after decoding (sliding layers hold the
+            window plus :data:`ROLLBACK_TOKENS` and record every later token); the returned cache gets a ``held``
+            list (sliding-layer tokens per row after the prefill).
 
     Returns:
         ``(last hidden state per row, the batch cache, attention mask, position ids)``, as
@@ -96,15 +100,12 @@ def prefill_rows(model: Any, rows: list[list[int]], shared: int, prefix_cache: A
                         device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     window = getattr(config, "sliding_window", None)
-    if not keep and window:
-        held = [min(h, window - 1) for h in held]
+    if window:  # kept rows hold a rollback margin beyond the window (to cut back to a re-rendered prompt)
+        held = [min(h, window - 1 + (ROLLBACK_TOKENS if keep else 0)) for h in held]
     batch = _left_padded(caches, config, width, held, keep)
     if keep:
         batch.held = held
     return torch.cat(hidden), batch, mask, positions
-
-
-ROLLBACK_TOKENS = 64  # tokens a kept row's sliding layers hold beyond their window, to cut back that far
 
 
 def take_row(cache: Any, index: int, ids: list[int], held: int, config: Any) -> RowKV:

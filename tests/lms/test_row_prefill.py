@@ -102,7 +102,7 @@ def test_a_next_field_continues_each_rows_kept_cache_as_a_cold_prefill_would(tok
     header = tok("\n\n[[ ## occupation ## ]]\n", add_special_tokens=False)["input_ids"]
     kvs = [r.kv for r in first]
     assert all(kv is not None and len(kv.ids) == r.prompt_tokens + r.output_tokens - 1 for kv, r in zip(kvs, first, strict=True))
-    for kv in kvs:  # the sliding layer recorded every token after the shared prefix, not only its window of 6
+    for kv in kvs:  # the sliding layer holds more than its window of 6 (the rollback margin)
         assert kv.held > 6 and kv.cache.layers[1].keys.shape[-2] == kv.held
     # the next prompts re-render the value: the last kept token is dropped here, so each cache is cut back one token
     rows = [kv.ids[:-1] + header for kv in kvs]
