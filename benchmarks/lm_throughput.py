@@ -1,7 +1,8 @@
 """Speed of the local LM runtime against this machine's own limit, in one run.
 
 Measures, on the embedded Gemma 3 270M (or ``--model``) with the dtype the machine's rule picks (``--dtype``) and
-the LM head its probe picks (``--head``, :mod:`lms.quant_head`; the floor counts the exact fp32 head):
+the LM head its probe picks (``--head``, :mod:`lms.quant_head`; the floor and ``generate`` run on the plain fp32
+model, :func:`lms.bf16_weights.full_precision`):
 
 * ``matmul_gflops`` and ``floor_tok_s`` per batch size: every linear layer's matmul of one decoding step timed at
   that batch size (attention over the context and norms excluded), so the floor is the model's own arithmetic at
@@ -9,7 +10,8 @@ the LM head its probe picks (``--head``, :mod:`lms.quant_head`; the floor counts
 * ``hf_generate_tok_s``: transformers' own batched ``generate`` (greedy, same prompts), and ``engine_tok_s``: the
   engine's decoding loop, each as decode tokens/s (prefill timed separately and taken out), batch sizes 1, 8, 32;
 * ``rank_s_per_prediction``: beam ranking of the O*NET titles, 16 prompts at once, and
-  ``rank_exact_s_per_prediction``: the exact tree-attention search (:func:`lms.ranking.rank_tree`) on the same 16;
+  ``rank_exact_s_per_prediction``: the exact tree-attention search (:func:`lms.ranking.rank_tree`) on the same 16,
+  and ``rank_exact_floor_s_per_prediction``: its nodes' arithmetic at the matmul rate (no exact search goes lower);
 * ``predictions_per_s`` for the ``two_step`` and ``joint`` programs on NLSY79 dev histories (16 threads);
 * ``peak_rss_mb_during``: each phase's own peak RSS (load, floor, decode speeds, ranking, programs; on Linux the
   freed heap is returned and the kernel's high-water mark reset before a phase), ``inference_peak_rss_mb`` (the
@@ -270,6 +272,8 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     result.update(ranking(lm, examples, agreement))
     phases["ranking"] = peak_rss_mb()
     reset_peak_rss()
+    result["rank_exact_floor_s_per_prediction"] = exact_floor_s(result["rank_exact_nodes_per_prediction"],
+                                                                result["flops_per_token"], result["matmul_gflops"])
     result["programs"] = program_speed(lm, examples[:n], threads)
     phases["programs"] = peak_rss_mb()
     result["peak_rss_mb_during"], result["peak_rss_reset"] = phases, resets
@@ -280,6 +284,13 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     result["engine_stats"] = dict(lm._engine_spec.stats)
     result["new_tokens"], result["n"] = new_tokens, n
     return result
+
+
+def exact_floor_s(nodes: float, flops_per_token: float, gflops: float) -> float:
+    """Seconds per prediction that an exact top-k search cannot go below at this matmul rate: every trie node scoring
+    above the k-th option must be fed through the model and its children normalised over the whole vocabulary (one
+    token's FLOPs, LM head included), and the best-first search feeds no other node."""
+    return round(nodes * flops_per_token / (gflops * 1e9), 3)
 
 
 def _titles() -> list[str]:
@@ -304,7 +315,8 @@ def table(result: dict[str, Any]) -> str:
                   f"first step {result['rank_first_width']})"]
     lines.append(f"exact ranking (tree-attention best-first search, 16 at once): "
                  f"{result['rank_exact_s_per_prediction']} s/prediction, "
-                 f"{result['rank_exact_nodes_per_prediction']} trie nodes each")
+                 f"{result['rank_exact_nodes_per_prediction']} trie nodes each; their arithmetic alone "
+                 f"{result.get('rank_exact_floor_s_per_prediction', '?')} s at the measured matmul rate")
     if "top1_agreement" in result:
         lines.append(f"beam vs exact on {result['agreement_n']} dev prompts: top-1 {result['top1_agreement']:.1%}, "
                      f"top-5 overlap {result['top5_overlap']:.1%} (exact {result['exact_s_per_prediction_agreement_run']} "

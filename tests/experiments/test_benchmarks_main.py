@@ -86,3 +86,10 @@ def test_phase_peak_rss_resets_to_the_phase():
     assert low < high - 250  # the freed block no longer counts in the next phase's peak
     block = bytearray(100 * 1024 * 1024)  # held while the peak is read
     assert peak_rss_mb() >= low + 90 and len(block) == 100 * 1024 * 1024
+
+
+def test_exact_search_floor_is_its_nodes_arithmetic_at_the_matmul_rate():
+    from benchmarks.lm_throughput import exact_floor_s
+
+    assert exact_floor_s(500, 2e9, 100.0) == 10.0  # 500 nodes x 2 GFLOP at 100 GFLOP/s
+    assert exact_floor_s(592, 0.536e9, 170.0) == pytest.approx(1.867, abs=1e-3)
