@@ -226,12 +226,15 @@ def rank_beam(model: Any, prompts: list[list[int]], trie: OptionTrie, k: int, wi
 
 
 class _TreeLayer(DynamicLayer):
-    """A layer's prompt keys and values followed by the tree's, in a buffer that doubles when full: appending a step's
-    nodes writes in place instead of concatenating (a copy of the whole cache per step, and a heap that only grows)."""
+    """A layer's prompt keys and values followed by the tree's, in a buffer whose tree part doubles when full:
+    appending a step's nodes writes in place instead of concatenating (a copy of the whole cache per step, and a heap
+    that only grows). Only the tree part doubles: doubling the whole buffer gave a ~700-token prompt ~700 empty slots
+    per layer and row once a beam outgrew its reserve."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, reserve: int):
         super().__init__()
         self.device, self.is_initialized = keys.device, True
+        self.prompt_len, self.reserve = keys.shape[-2], reserve
         size = keys.shape[-2] + reserve
         self._keys, self._values = _buffer(keys, size), _buffer(values, size)
         self.keys, self.values = self._keys[..., : keys.shape[-2], :], self._values[..., : keys.shape[-2], :]
@@ -240,7 +243,7 @@ class _TreeLayer(DynamicLayer):
         start = self.keys.shape[-2]
         end = start + key_states.shape[-2]
         if end > self._keys.shape[-2]:
-            size = max(end, 2 * self._keys.shape[-2])
+            size = end + max(self.reserve, end - self.prompt_len)
             self._keys, self._values = _buffer(self.keys, size), _buffer(self.values, size)
         self._keys[..., start:end, :] = key_states
         self._values[..., start:end, :] = value_states

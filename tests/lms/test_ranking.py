@@ -84,7 +84,7 @@ def test_tree_layer_appends_like_concatenation_past_its_reserve():
     from lms.ranking import _TreeLayer
 
     torch.manual_seed(0)
-    keys, values = torch.randn(2, 1, 5, 4), torch.randn(2, 1, 5, 4)
+    keys, values = torch.randn(2, 1, 50, 4), torch.randn(2, 1, 50, 4)
     layer = _TreeLayer(keys, values, reserve=2)
     ref_k, ref_v = keys, values
     for width in (1, 3, 1, 6):  # grows twice
@@ -93,6 +93,8 @@ def test_tree_layer_appends_like_concatenation_past_its_reserve():
         ref_k, ref_v = torch.cat([ref_k, k], dim=-2), torch.cat([ref_v, v], dim=-2)
         assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
         assert layer.get_seq_length() == ref_k.shape[-2]
+        # room for at most twice the tree (or the reserve) beyond what it holds: the prompt part never doubles
+        assert layer._keys.shape[-2] <= ref_k.shape[-2] + max(2, 2 * (ref_k.shape[-2] - 50))
     keys.zero_()  # the layer holds its own copy of the prompt
     assert torch.equal(layer.keys, ref_k)
 
