@@ -292,7 +292,7 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu")
     model.to(device)
     model.eval()
     if device == "cpu":
-        from lms.bf16_weights import store_tied_embedding_bf16
+        from lms.bf16_weights import store_tied_embedding_bf16  # torch at first load: runkit imports this module
 
         store_tied_embedding_bf16(model)  # lossless: only where every value is a bfloat16 number
     ensure_chat_template(tokenizer)
