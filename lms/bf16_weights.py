@@ -5,8 +5,11 @@ its 262,144 x 640 tied embedding / LM head takes 671 MB, a third of the process.
 bfloat16 value, so holding the matrix in bfloat16 (335 MB) and widening what is used to float32 loses nothing: the
 embedding widens the rows it looks up, the head widens chunks of rows before its float32 matmul, so every output is
 the float32 model's. :func:`store_tied_embedding_bf16` swaps the two modules in at load (inference only: the weight
-becomes a frozen buffer); :func:`full_precision` puts a float32 copy back for a block (a baseline timed on the
-plain model).
+becomes a frozen buffer). :func:`restore_float32` puts the model's own float32 modules back -- the loader does where
+the exact head decodes every step (widening all its rows took 87 against 47 ms at batch 1 on a 2-core AVX2 EPYC);
+where an int8 copy proposes each step's tokens (:mod:`lms.quant_head`) only the ranking's normaliser widens rows,
+1.06-1.08x its float32 time at 160-256 hidden states. :func:`full_precision` restores them for a block (a baseline
+timed on the plain model).
 """
 
 from __future__ import annotations
@@ -83,47 +86,54 @@ def store_tied_embedding_bf16(model: Any) -> int:
             logger.debug("Tied embedding kept in float32: its values are not all bfloat16 numbers")
             return 0
     scale = getattr(embedding, "embed_scale", None)
-    model.set_input_embeddings(Bf16Embedding(compact, embedding.padding_idx,
-                                             None if scale is None else scale.detach().clone()))
-    model.set_output_embeddings(Bf16Head(compact))
+    held_embedding = Bf16Embedding(compact, embedding.padding_idx, None if scale is None else scale.detach().clone())
+    held_head = Bf16Head(compact)
+    # the model's own modules are kept, unregistered, for restore_float32; their float32 table is freed
+    object.__setattr__(held_embedding, "original", embedding)
+    object.__setattr__(held_head, "original", head)
+    embedding.weight = head.weight = _empty_like(weight)
+    model.set_input_embeddings(held_embedding)
+    model.set_output_embeddings(held_head)
     saved = weight.numel() * (weight.element_size() - compact.element_size())
     logger.info("Tied embedding held in bfloat16 (its values are bfloat16 numbers; computed in float32): %.0f MB saved",
                 saved / 2**20)
     return saved
 
 
+def restore_float32(model: Any) -> bool:
+    """Put the model's own float32 embedding and LM head back (a float32 copy of the table, tied, as loaded).
+
+    Returns:
+        False when the model's embedding is not held in bfloat16 (nothing to restore).
+    """
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if not isinstance(head, Bf16Head) or not isinstance(embedding, Bf16Embedding):
+        return False
+    weight = nn.Parameter(head.weight.float(), requires_grad=False)
+    embedding.original.weight = head.original.weight = weight
+    model.set_input_embeddings(embedding.original)
+    model.set_output_embeddings(head.original)
+    return True
+
+
 @contextlib.contextmanager
 def full_precision(model: Any) -> Iterator[None]:
-    """Within the block, ``model`` has a plain float32 ``nn.Embedding``/``nn.Linear`` pair again (a float32 copy of the
-    table, tied); the bfloat16 modules come back after it. A no-op for a model that was not compacted."""
+    """Within the block, ``model`` has its own float32 embedding and LM head again (:func:`restore_float32`); the
+    bfloat16-held ones come back after it. A no-op for a model whose embedding is not held in bfloat16."""
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if not isinstance(head, Bf16Head):
+    if not restore_float32(model):
         yield
         return
-    weight = nn.Parameter(head.weight.float(), requires_grad=False)
-    plain = nn.Embedding(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, _weight=weight)
-    plain_head = nn.Linear(head.in_features, head.out_features, bias=False, device="meta")
-    plain.weight = plain_head.weight = weight  # tied, as loaded
-    scale = embedding.embed_scale
-    model.set_input_embeddings(plain if scale is None else _Scaled(plain, scale))
-    model.set_output_embeddings(plain_head)
     try:
         yield
     finally:
+        embedding.original.weight = head.original.weight = _empty_like(embedding.original.weight)
         model.set_input_embeddings(embedding)
         model.set_output_embeddings(head)
 
 
-class _Scaled(nn.Module):
-    """A float32 embedding times its scale (Gemma's scaled embedding, for :func:`full_precision`)."""
-
-    def __init__(self, embedding: nn.Embedding, scale: torch.Tensor):
-        super().__init__()
-        self.embedding, self.weight = embedding, embedding.weight
-        self.register_buffer("embed_scale", scale, persistent=False)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(input_ids) * self.embed_scale.to(self.weight.dtype)
+def _empty_like(weight: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(weight.new_empty((0, weight.shape[1])), requires_grad=False)
 
 
 def _unsupported(embedding: Any, head: Any) -> str | None:

@@ -269,6 +269,11 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
             raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
         loaded = _load(parsed, folder, torch_dtype, device)
         loaded.head = attach(loaded.model, head)
+        if loaded.head == "exact":
+            from lms.bf16_weights import restore_float32  # torch at first load: runkit imports this module
+
+            if restore_float32(loaded.model):  # the exact head's full rows decode every step
+                logger.info("Tied embedding back in float32: the exact LM head decodes every step")
         _REGISTRY[key] = loaded
         return loaded
 

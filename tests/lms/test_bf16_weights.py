@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_lm_factory import OPTIONS
 
-from lms.bf16_weights import Bf16Embedding, Bf16Head, full_precision, store_tied_embedding_bf16
+from lms.bf16_weights import Bf16Embedding, Bf16Head, full_precision, restore_float32, store_tied_embedding_bf16
 from lms.constrained import OptionTrie, head_row_logits
 from lms.local_engine import _terminators
 from lms.model_store import clear_registry, load_local_model
@@ -119,16 +119,32 @@ def test_int8_copy_of_a_bfloat16_head_is_the_float32_heads():
                        Int8Head(linear).approximate(hidden))
 
 
-def test_loading_a_bfloat16_valued_model_holds_its_embedding_in_bfloat16(tokenizer, tmp_path):
+def test_loading_keeps_the_bfloat16_table_where_an_int8_head_decodes_and_restores_it_for_the_exact_head(
+        tokenizer, tmp_path):
     model = _gemma(len(tokenizer))
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
+    ids = torch.tensor(_prompts(tokenizer, 1))
     clear_registry()
     try:
-        loaded = load_local_model(f"local:{tmp_path}", dtype="float32", device="cpu")
-        assert isinstance(loaded.model.get_output_embeddings(), Bf16Head)
-        ids = torch.tensor(_prompts(tokenizer, 1))
-        with torch.inference_mode():
-            assert torch.equal(loaded.model(ids).logits, model(ids).logits)
+        for head, kind in (("int8", Bf16Head), ("exact", torch.nn.Linear)):
+            loaded = load_local_model(f"local:{tmp_path}", dtype="float32", device="cpu", head=head)
+            assert loaded.head == head and type(loaded.model.get_output_embeddings()) is kind
+            with torch.inference_mode():
+                assert torch.equal(loaded.model(ids).logits, model(ids).logits)
     finally:
         clear_registry()
+
+
+def test_restore_float32_puts_the_models_own_modules_back(tokenizer):
+    plain = _gemma(len(tokenizer))
+    compact = copy.deepcopy(plain)
+    original_head = compact.get_output_embeddings()
+    store_tied_embedding_bf16(compact)
+    assert original_head.weight.numel() == 0  # its float32 table was freed
+    assert restore_float32(compact) and not restore_float32(compact)
+    assert compact.get_output_embeddings() is original_head
+    assert type(compact.get_input_embeddings()).__name__ == "Gemma3TextScaledWordEmbedding"
+    ids = torch.tensor(_prompts(tokenizer, 1))
+    with torch.inference_mode():
+        assert torch.equal(compact(ids).logits, plain(ids).logits)
