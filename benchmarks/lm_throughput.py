@@ -158,7 +158,8 @@ def decode_speeds(loaded: Any, histories: list[str], new_tokens: int,
                 arg = enc if key == "hf_generate_tok_s" else prompts
                 if batch == BATCHES[0]:
                     fn(2, arg)  # warm-up
-                first, full = _timed(lambda fn=fn, arg=arg: fn(1, arg)), _timed(lambda fn=fn, arg=arg: fn(new_tokens, arg))
+                first = _timed(lambda fn=fn, arg=arg: fn(1, arg))
+                full = _timed(lambda fn=fn, arg=arg: fn(new_tokens, arg))
                 out[key][str(batch)] = round(batch * (new_tokens - 1) / max(full - first, 1e-9), 1)
                 if key == "engine_tok_s":
                     out["prefill_tok_s"][str(batch)] = round(int(enc["attention_mask"].sum()) / max(first, 1e-9), 1)
