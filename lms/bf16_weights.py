@@ -65,6 +65,11 @@ class Bf16Head(nn.Module):
         return out.reshape(*hidden.shape[:-1], self.out_features)
 
 
+def compute_dtype(head: Any) -> torch.dtype:
+    """The dtype an LM head computes in: float32 for a bfloat16-held :class:`Bf16Head`, else its weight's."""
+    return getattr(head, "compute_dtype", head.weight.dtype)
+
+
 def store_tied_embedding_bf16(model: Any) -> int:
     """Hold a float32 CPU model's tied embedding / LM head in bfloat16 when every value is a bfloat16 number.
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
+from lms.bf16_weights import compute_dtype
+
 logger = logging.getLogger(__name__)
 
 
@@ -193,7 +195,7 @@ def softcap(model: Any, logits: torch.Tensor) -> torch.Tensor:
 def head_row_logits(head: Any, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """float32 logits ``[rows, n]`` of the tokens ``index[rows, n]``, from the LM head's rows for them only (no
     softcapping): each row's hidden state against its own tokens' weights."""
-    dtype = getattr(head, "compute_dtype", head.weight.dtype)  # a bfloat16-held head computes in float32
+    dtype = compute_dtype(head)
     weight = head.weight[index].to(dtype)  # [rows, n, hidden]
     logits = torch.bmm(weight, hidden.to(dtype)[:, :, None])[:, :, 0].float()
     if getattr(head, "bias", None) is not None:

@@ -267,18 +267,19 @@ def load_local_model(spec: str | LocalModelSpec, dtype: str | None = None, devic
         folder = str(embedded_model_dir()) if parsed.is_embedded else resolve_folder(parsed.base)
         if parsed.adapter and not Path(parsed.adapter).expanduser().is_dir():
             raise FileNotFoundError(f"PEFT adapter folder not found: {parsed.adapter}")
-        loaded = _load(parsed, folder, torch_dtype, device)
+        # an exact head decodes with the full fp32 table every step: keep it as loaded
+        loaded = _load(parsed, folder, torch_dtype, device, compact=head != "exact")
         loaded.head = attach(loaded.model, head)
-        if loaded.head == "exact":
+        if loaded.head == "exact":  # 'auto' chose the exact head after the table was compacted
             from lms.bf16_weights import restore_float32  # torch at first load: runkit imports this module
 
-            if restore_float32(loaded.model):  # the exact head's full rows decode every step
+            if restore_float32(loaded.model):
                 logger.info("Tied embedding back in float32: the exact LM head decodes every step")
         _REGISTRY[key] = loaded
         return loaded
 
 
-def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu") -> LoadedModel:
+def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu", compact: bool = True) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("Loading local model %s from %s (%s on %s)", parsed.spec, folder, torch_dtype, device)
@@ -296,7 +297,7 @@ def _load(parsed: LocalModelSpec, folder: str, torch_dtype, device: str = "cpu")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.to(device)
     model.eval()
-    if device == "cpu":
+    if compact and device == "cpu":
         from lms.bf16_weights import store_tied_embedding_bf16  # torch at first load: runkit imports this module
 
         store_tied_embedding_bf16(model)  # lossless: only where every value is a bfloat16 number

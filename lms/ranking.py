@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from lms.bf16_weights import compute_dtype
 from lms.constrained import OptionTrie, head_row_logits, softcap
 from lms.generation import prefill_ids
 from lms.progress import count_tokens
@@ -295,7 +296,7 @@ def head_logsumexp(model: Any, hidden: torch.Tensor, chunk: int = _VOCAB_CHUNK) 
     states, 8,192-row chunks 2.7-3.1 ms."""
     head = model.get_output_embeddings()
     weight, bias = head.weight, getattr(head, "bias", None)
-    dtype = getattr(head, "compute_dtype", weight.dtype)  # a bfloat16-held head computes in float32
+    dtype = compute_dtype(head)
     hidden = hidden.to(dtype)
     best = torch.full((hidden.shape[0], 1), float("-inf"), device=hidden.device)
     total = torch.zeros((hidden.shape[0], 1), device=hidden.device)

@@ -97,6 +97,17 @@ def _kept_rows(tok, sliding, tails, new_tokens=4):
     return generate_segments(sliding, tok, segments, [tok.eos_token_id], keep=[True] * len(segments))
 
 
+def _cold_and_continued(tok, sliding, rows, kvs):
+    """A cold left-padded prefill of ``rows``, the prefill continuing the kept caches ``kvs``, and the tokens the
+    latter computed."""
+    with torch.inference_mode():
+        enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
+        plain = prefill(sliding, enc, cache)
+        before = tokens_processed()
+        ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=kvs)
+    return plain, ours, tokens_processed() - before
+
+
 def test_a_next_field_continues_each_rows_kept_cache_as_a_cold_prefill_would(tok, sliding):
     first = _kept_rows(tok, sliding, [f"{o} at {20 + i}, then more work as {o}" for i, o in enumerate(OPTIONS[:3])])
     header = tok("\n\n[[ ## occupation ## ]]\n", add_special_tokens=False)["input_ids"]
@@ -106,12 +117,7 @@ def test_a_next_field_continues_each_rows_kept_cache_as_a_cold_prefill_would(tok
         assert kv.held > 6 and kv.cache.layers[1].keys.shape[-2] == kv.held
     # the next prompts re-render the value: the last kept token is dropped here, so each cache is cut back one token
     rows = [kv.ids[:-1] + header for kv in kvs]
-    with torch.inference_mode():
-        enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
-        plain = prefill(sliding, enc, cache)
-        before = tokens_processed()
-        ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=kvs)
-        counted = tokens_processed() - before
+    plain, ours, counted = _cold_and_continued(tok, sliding, rows, kvs)
     assert counted == len(header) * len(rows)  # only the header: the prompts and values came from the kept caches
     torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
     assert torch.equal(ours[2], plain[2]) and torch.equal(ours[3], plain[3])
@@ -169,11 +175,6 @@ def test_a_kept_cache_holds_its_window_plus_the_rollback_and_cuts_back_no_furthe
     for cut, resumed in ((1, True), (4, False)):  # within the rollback: continued; past it: prefilled afresh
         kvs = [r.kv for r in _kept_rows(tok, sliding, [f"{o} at {30 + i}" for i, o in enumerate(OPTIONS[:2])])]
         rows = [kv.ids[:-cut] + header for kv in kvs]
-        with torch.inference_mode():
-            enc, cache = encode_ids(sliding, rows, tok.pad_token_id, share_prefix=False)
-            plain = prefill(sliding, enc, cache)
-            before = tokens_processed()
-            ours = prefill_ids(sliding, rows, tok.pad_token_id, starts=kvs)
-            counted = tokens_processed() - before
+        plain, ours, counted = _cold_and_continued(tok, sliding, rows, kvs)
         assert (counted == len(header) * len(rows)) is resumed
         torch.testing.assert_close(ours[0], plain[0], atol=1e-5, rtol=1e-4)
