@@ -77,7 +77,8 @@ from runkit.run_dir import RunFailed, make_run_dir
 logger = logging.getLogger(__name__)
 
 HEURISTIC = "heuristic"
-MOTIVE_ROWS = ("distilled_joint", "distilled_hybrid", "distilled_two_model")  # claim (c2): the students first
+# claims (c) and (c2) read the students' reasons first (the first source with data decides the claim)
+STUDENT_ROWS = ("distilled_joint", "distilled_hybrid", "distilled_two_model")
 
 
 @dataclass
@@ -212,13 +213,16 @@ def _splits_for(dataset: str, splits: Any, config: ClaimsConfig, taxonomy: Any) 
 
 
 def _quality_sources(ctx: RowContext, rows: Mapping[str, RowScores], config: ClaimsConfig) -> list[QualityData]:
+    """Claim (c) data: the compile run's judged candidates, then the judged reasons of the students
+    (:data:`STUDENT_ROWS`), then of the other rows in table order."""
     sources = []
     if ctx.compile.available:
         cands = ctx.compile.candidates()
         data = quality_from_candidates(cands, source=f"compile candidates ({ctx.compile.path.name})") if cands else None
         if data is not None and data.n:  # candidates without predictor calls have no outcome to correlate with
             sources.append(data)
-    for name, records in ctx.records.items():
+    order = {name: i for i, name in enumerate(STUDENT_ROWS)}
+    for name, records in sorted(ctx.records.items(), key=lambda item: order.get(item[0], len(order))):
         row = rows.get(name)
         if row is None or not row.ok:
             continue
@@ -281,7 +285,7 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
     claims = build_claims(rows, config, quality)
     motives = _motive_breakdowns(ctx, rows, config)
     if motives is not None:
-        claims.append(motive_claim(motives, preferred=[rows[n].label for n in MOTIVE_ROWS if n in rows]))
+        claims.append(motive_claim(motives, preferred=[rows[n].label for n in STUDENT_ROWS if n in rows]))
     ds = dataset.split(":")[0]
     plots = {"accuracy": plot_accuracy(table, run_dir / f"accuracy_{ds}.png", config.primary_metric,
                                        title=f"{dataset}: {config.primary_metric} by model (n={len(test)})").name}

@@ -470,6 +470,8 @@ def test_cli_tiny_config_with_dummy_lm(tmp_path, splits, taxonomy, capsys):
     # judged predictions of the LM rows run here feed claim (c)
     sources = [q["source"] for q in part["quality"]]
     assert "Zero-shot two-step predictions" in sources and "Hybrid (return-Markov + LM) predictions" in sources
+    # after the compile candidates, the students' reasons come first (claim (c) reads the first source with data)
+    assert sources[1:3] == ["Distilled joint predictions", "Distilled two-model predictions"], sources
     claims = {c["id"]: c for c in part["claims"]}
     assert claims["b"]["verdict"] == "inconclusive"  # both students perfect: difference 0
     assert claims["c"]["a"].startswith("compile candidates")
