@@ -316,8 +316,9 @@ def claim_sentence(claim: Mapping[str, Any]) -> str:
         return text + (", the CI includes 0." if claim["verdict"] == "inconclusive" else
                        ", the CI excludes 0" + (" in the claimed direction." if claim["verdict"] == "supported"
                                                  else " in the opposite direction."))
+    level = f"{100 * claim.get('ci_level', 0.95):.4g}%"
     text = (f"{claim['statement']}: **{claim['verdict']}** — {metric_label(metric)} difference "
-            f"{fmt_interval(diff, metric)}{unit} (paired 95% bootstrap CI over {diff.n} examples)")
+            f"{fmt_interval(diff, metric)}{unit} (paired {level} bootstrap CI over {diff.n} examples)")
     if claim["verdict"] == "supported":
         return text + ", the CI excludes 0 in the claimed direction."
     if claim["verdict"] == "contradicted":
