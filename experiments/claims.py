@@ -122,7 +122,7 @@ def ceiling_claim(student: RowScores | None, ceiling: RowScores, metric: str, bo
     statement = (f"The joint student reaches {share:.0%} of the history-only Bayes ceiling (difference: student "
                  f"minus {share:g} x ceiling)")
     base = {"id": "s", "statement": statement, "kind": "paired", "a": student.name if student else None,
-            "b": ceiling.name, "metric": metric, "by_metric": {}}
+            "b": ceiling.name, "metric": metric, "by_metric": {}, "ci_level": 1 - boot["alpha"]}
     if student is None:
         return {**base, "diff": None, "p": None, "status": STATUS_NOT_RUN, "verdict": STATUS_NOT_RUN,
                 "reason": "the distilled joint row did not run"}

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from experiments.claims import build_claims
+from experiments.claims import build_claims, ceiling_claim
 from experiments.tables import STATUS_NOT_RUN, RowScores, claim_sentence
 
 N = 200
@@ -54,3 +54,12 @@ def test_best_student_claims_need_a_student_and_skip_a_duplicate_markov_claim():
     assert claims["a2_best"]["b"] == "return_markov" and "a4_best" not in claims  # already the best supervised row
     assert claims["a3_best"]["verdict"] == STATUS_NOT_RUN and claims["a1_best"]["ci_level"] == 0.95
     assert "not run" in claim_sentence(claims["a3_best"])
+
+
+def test_claim_sentences_state_the_configured_ci_level():
+    student, ceiling = _row("distilled_joint", _hits(0.3, 1)), _row("bayes_optimal", _hits(0.3, 2))
+    claim = ceiling_claim(student, ceiling, "AccEM", {"n_boot": 300, "alpha": 0.1, "seed": 0})
+    assert "paired 90% bootstrap CI" in claim_sentence(claim)
+    config = SimpleNamespace(**{**vars(CONFIG), "alpha": 0.1})
+    rows = {"distilled_joint": student, "zero_shot_two_step": _row("zero_shot_two_step", _hits(0.1, 3))}
+    assert "paired 90% bootstrap CI" in claim_sentence({c["id"]: c for c in build_claims(rows, config)}["a1"])
