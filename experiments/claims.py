@@ -8,7 +8,7 @@ from at ``1 - alpha``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from experiments.bootstrap import paired_bootstrap_diff
@@ -89,7 +89,7 @@ def build_claims(rows: Mapping[str, RowScores], config: Any, quality: Sequence[M
 
 
 def best_student_claims(rows: Mapping[str, RowScores], metric: str, alpha: float, best_sup: RowScores | None,
-                        paired: Any) -> list[dict[str, Any]]:
+                        paired: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
     """Claims (a1_best)-(a4_best): the distilled student with the highest mean ``metric`` on this sample against the
     zero-shot LM, the best supervised row, the optimized prompt and the return-aware Markov chain, with Bonferroni
     CIs (``alpha / n_students``); none when no student ran."""
