@@ -144,6 +144,7 @@ def quality_claim(quality: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             return {"id": "c", "statement": f"{statement} ({q['source']})", "kind": "correlation", "a": q["source"],
                     "b": None, "metric": "spearman", "diff": iv, "p": None, "status": STATUS_OK,
                     "verdict": verdict(iv), "reason": "", "pointbiserial": part.get("pointbiserial"),
+                    "ci_level": q.get("ci_level", 0.95),
                     "by_metric": {c: {"spearman": q["criteria"][c]["spearman"],
                                       "pointbiserial": q["criteria"][c]["pointbiserial"]} for c in q["criteria"]}}
     return {"id": "c", "statement": statement, "kind": "correlation", "a": None, "b": None, "metric": "spearman",

@@ -72,7 +72,7 @@ def motive_breakdown(examples: Sequence[Any], records: Sequence[Mapping[str, Any
         part = by_motive.setdefault(motive, {"n": 0, "named": 0})
         part["n"] += 1
         part["named"] += int(flag)
-    return {"source": source, "n": len(rows), "named": bucket(True), "not_named": bucket(False),
+    return {"source": source, "n": len(rows), "ci_level": 1 - alpha, "named": bucket(True), "not_named": bucket(False),
             "diff": diff_of_groups_ci(named, hits, gs, n_boot=n_boot, alpha=alpha, seed=seed),
             "by_motive": by_motive}
 
@@ -88,7 +88,7 @@ def motive_claim(breakdowns: Sequence[Mapping[str, Any]], preferred: Sequence[st
             return {"id": "c2", "statement": f"{statement} ({b['source']})", "kind": "groups", "a": b["source"],
                     "n_a": b["named"]["n"], "n_b": b["not_named"]["n"],
                     "b": None, "metric": "AccEM", "diff": b["diff"], "p": None, "status": STATUS_OK,
-                    "verdict": verdict(b["diff"]), "reason": "", "by_metric": {}}
+                    "verdict": verdict(b["diff"]), "reason": "", "by_metric": {}, "ci_level": b.get("ci_level", 0.95)}
     why = ("no row wrote reasons on motive-world examples" if not breakdowns else
            f"fewer than {MIN_PER_BUCKET} examples in a bucket (reasons naming / not naming the true motive)")
     return {"id": "c2", "statement": statement, "kind": "groups", "a": None, "b": None, "metric": "AccEM",

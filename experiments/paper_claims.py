@@ -16,8 +16,8 @@ For each dataset it scores every model of Table A on the SAME seeded per-person 
 
 Per-example predictions are written to ``predictions_<dataset>_<row>.jsonl`` in the output run directory and reused on
 a re-run with the same ``run_name`` (``resume``); the metrics are always recomputed from the prediction records with
-:func:`metrics.accuracy.score_example`. Outputs: ``claims.md`` (Table A with 95% person-level bootstrap CIs, one
-sentence per claim, the reason-quality tables), ``claims.json`` (the results dict of :func:`run_claims`),
+:func:`metrics.accuracy.score_example`. Outputs: ``claims.md`` (Table A with person-level bootstrap CIs at
+``1 - alpha``, one sentence per claim, the reason-quality tables), ``claims.json`` (the results dict of :func:`run_claims`),
 ``accuracy_<dataset>.png``, ``quality_<dataset>.png``, ``config.yaml``.
 
 Claims: (a) distilled vs zero-shot / best supervised / optimized prompt, (b) joint vs two-model student, (h) the
@@ -288,7 +288,8 @@ def run_dataset(config: ClaimsConfig, dataset: str, run_dir: Path, taxonomy: Any
         claims.append(motive_claim(motives, preferred=[rows[n].label for n in STUDENT_ROWS if n in rows]))
     ds = dataset.split(":")[0]
     plots = {"accuracy": plot_accuracy(table, run_dir / f"accuracy_{ds}.png", config.primary_metric,
-                                       title=f"{dataset}: {config.primary_metric} by model (n={len(test)})").name}
+                                       title=f"{dataset}: {config.primary_metric} by model (n={len(test)})",
+                                       level=1 - config.alpha).name}
     if quality:
         plots["quality"] = plot_quality(quality, run_dir / f"quality_{ds}.png",
                                         title=f"{dataset}: accuracy by reason quality").name

@@ -20,14 +20,15 @@ GROUP_COLORS = {"supervised": "#4C72B0", "zero-shot LM": "#DD8452", "compiled": 
 
 
 def plot_accuracy(table: Sequence[Mapping[str, Any]], path: str | Path, metric: str = "AccEM",
-                  title: str | None = None) -> Path:
-    """Horizontal bars of one metric per model with 95% CI whiskers; rows that did not run are labelled so.
+                  title: str | None = None, level: float = 0.95) -> Path:
+    """Horizontal bars of one metric per model with CI whiskers; rows that did not run are labelled so.
 
     Args:
         table: :func:`experiments.tables.accuracy_table` rows.
         path: The PNG to write.
         metric: The metric to plot.
         title: Plot title.
+        level: The CIs' confidence level (for the axis label).
 
     Returns:
         The written path.
@@ -55,7 +56,7 @@ def plot_accuracy(table: Sequence[Mapping[str, Any]], path: str | Path, metric: 
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     unit = "" if metric == "MRR" else " (%)"
-    ax.set_xlabel(f"{metric_label(metric)}{unit}, 95% bootstrap CI")
+    ax.set_xlabel(f"{metric_label(metric)}{unit}, {100 * level:.4g}% bootstrap CI")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -67,7 +68,8 @@ def plot_accuracy(table: Sequence[Mapping[str, Any]], path: str | Path, metric: 
 
 
 def plot_quality(qualities: Sequence[Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Accuracy per reason-quality bucket (one panel per criterion, one line per source) with 95% CI bars.
+    """Accuracy per reason-quality bucket (one panel per criterion, one line per source) with CI bars (the level
+    each result records as ``ci_level``).
 
     Args:
         qualities: :func:`experiments.tables.quality_buckets` results (one per source).
@@ -102,7 +104,8 @@ def plot_quality(qualities: Sequence[Mapping[str, Any]], path: str | Path, title
         ax.set_xticklabels(buckets, fontsize=7, rotation=15)
         ax.set_title(criterion, fontsize=9)
         ax.set_xlim(-0.5, max(len(buckets), 1) - 0.5)
-    axes[0].set_ylabel("accuracy (%), 95% CI")
+    level = next((q["ci_level"] for q in qualities if "ci_level" in q), 0.95)
+    axes[0].set_ylabel(f"accuracy (%), {100 * level:.4g}% CI")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=min(len(labels), 3))

@@ -136,11 +136,11 @@ def quality_buckets(data: QualityData, *, n_boot: int = 2000, alpha: float = 0.0
     """Accuracy per quality bucket (count and CI) and the correlations, per criterion.
 
     Returns:
-        ``{"source", "n", "criteria": {criterion: {"buckets": [{"bucket", "n", "accuracy": Interval}],
+        ``{"source", "n", "ci_level", "criteria": {criterion: {"buckets": [{"bucket", "n", "accuracy": Interval}],
         "spearman": Interval, "pointbiserial": Interval}}}``; correlations are between the raw score and
         correctness (point-biserial is Pearson with the 0/1 correctness).
     """
-    out: dict[str, Any] = {"source": data.source, "n": data.n, "criteria": {}}
+    out: dict[str, Any] = {"source": data.source, "n": data.n, "ci_level": 1 - alpha, "criteria": {}}
     for c in CRITERIA:
         triples = [(v, y, g) for v, y, g in zip(data.quality[c], data.correct, data.groups, strict=True)
                    if quality_bucket(c, v) is not None]

@@ -8,7 +8,7 @@ Everything here is LM-free and works on plain per-example records, so it is test
 * :func:`example_key` / :func:`align_records` -- match prediction records (from any run directory) to the test
   sample; :func:`scores_from_records` recomputes the metrics with :func:`metrics.accuracy.score_example` so rows
   from different run directories are scored the same way.
-* :func:`accuracy_table` -- mean and 95% person-level bootstrap CI per metric (:mod:`experiments.bootstrap`).
+* :func:`accuracy_table` -- mean and ``1 - alpha`` person-level bootstrap CI per metric (:mod:`experiments.bootstrap`).
 * :func:`paired_claim` -- a difference of two rows on the same examples with a paired bootstrap CI and a verdict.
 * claim (c), accuracy by reason-quality bucket, is in :mod:`experiments.quality`.
 * :func:`render_markdown` -- ``claims.md``.
@@ -300,9 +300,10 @@ def claim_sentence(claim: Mapping[str, Any]) -> str:
     if claim["verdict"] == STATUS_NOT_RUN:
         return f"{claim['statement']}: **not run** ({claim.get('reason') or 'a row is missing'})."
     diff = claim["diff"]
+    level = f"{100 * claim.get('ci_level', 0.95):.4g}%"
     if claim.get("kind") == "correlation":
         text = (f"{claim['statement']}: **{claim['verdict']}** — Spearman correlation of the score with correctness "
-                f"{fmt_interval(diff, 'corr')} (person-level 95% bootstrap CI, {diff.n} judged reasons)")
+                f"{fmt_interval(diff, 'corr')} (person-level {level} bootstrap CI, {diff.n} judged reasons)")
         if claim["verdict"] == "supported":
             return text + ", the CI is above 0."
         if claim["verdict"] == "contradicted":
@@ -311,12 +312,11 @@ def claim_sentence(claim: Mapping[str, Any]) -> str:
     unit = "" if metric == "MRR" else " points"
     if claim.get("kind") == "groups":
         text = (f"{claim['statement']}: **{claim['verdict']}** — {metric_label(metric)} when named minus when not "
-                f"{fmt_interval(diff, metric)}{unit} (person-level 95% bootstrap CI; {claim.get('n_a')} vs "
+                f"{fmt_interval(diff, metric)}{unit} (person-level {level} bootstrap CI; {claim.get('n_a')} vs "
                 f"{claim.get('n_b')} examples)")
         return text + (", the CI includes 0." if claim["verdict"] == "inconclusive" else
                        ", the CI excludes 0" + (" in the claimed direction." if claim["verdict"] == "supported"
                                                  else " in the opposite direction."))
-    level = f"{100 * claim.get('ci_level', 0.95):.4g}%"
     text = (f"{claim['statement']}: **{claim['verdict']}** — {metric_label(metric)} difference "
             f"{fmt_interval(diff, metric)}{unit} (paired {level} bootstrap CI over {diff.n} examples)")
     if claim["verdict"] == "supported":
@@ -350,7 +350,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     """``claims.md``: per dataset, Table A, the claims (one sentence each) and the reason-quality tables."""
     k = results.get("k", 5)
     out = ["# Paper claims", "",
-           f"95% person-level bootstrap CIs ({results.get('n_boot')} replicates); every row is scored on the same "
+           f"{100 * (1 - results.get('alpha', 0.05)):.4g}% person-level bootstrap CIs ({results.get('n_boot')} "
+           "replicates); every row is scored on the same "
            "seeded per-person test sample, so differences are paired.", ""]
     for ds, part in results["datasets"].items():
         out += [f"## Dataset `{ds}` ({part['n_test']} test examples, {part['n_persons']} persons)", "",

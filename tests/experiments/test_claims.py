@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from experiments.claims import build_claims, ceiling_claim
-from experiments.tables import STATUS_NOT_RUN, RowScores, claim_sentence
+from experiments.claims import build_claims, ceiling_claim, quality_claim
+from experiments.quality import QualityData, quality_buckets
+from experiments.tables import STATUS_NOT_RUN, RowScores, claim_sentence, render_markdown
 
 N = 200
 
@@ -63,3 +64,11 @@ def test_claim_sentences_state_the_configured_ci_level():
     config = SimpleNamespace(**{**vars(CONFIG), "alpha": 0.1})
     rows = {"distilled_joint": student, "zero_shot_two_step": _row("zero_shot_two_step", _hits(0.1, 3))}
     assert "paired 90% bootstrap CI" in claim_sentence({c["id"]: c for c in build_claims(rows, config)}["a1"])
+    scores = [float(v) for v in np.random.default_rng(4).integers(1, 6, N)]
+    data = QualityData(source="s", quality={c: scores for c in ("factuality", "coherence", "utility")}
+                       | {"oracle_score": [(v - 1) / 4 for v in scores]},
+                       correct=[float(v >= 4) for v in scores], groups=[f"p{i}" for i in range(N)])
+    for alpha, text in ((0.1, "person-level 90% bootstrap CI"), (0.05, "person-level 95% bootstrap CI")):
+        assert text in claim_sentence(quality_claim([quality_buckets(data, n_boot=200, alpha=alpha)]))
+    assert render_markdown({"alpha": 0.1, "n_boot": 10, "datasets": {}}).splitlines()[2].startswith(
+        "90% person-level bootstrap CIs (10 replicates)")

@@ -10,7 +10,7 @@ from careers.motives import MOTIVES, motives_named
 from experiments.claims import ceiling_claim
 from experiments.motives import diff_of_groups_ci, motive_breakdown, motive_claim
 from experiments.paper_claims import ClaimsConfig, run_claims
-from experiments.tables import RowScores
+from experiments.tables import RowScores, claim_sentence
 
 N_TEST = 40
 CUE = {"stay": "Staying as a cook is the steady next step.", "climb": "A climb to job zone 4 would continue upward.",
@@ -74,6 +74,9 @@ def test_motive_breakdown_and_claim(motive_splits, taxonomy):
     assert b["named"]["n"] + b["not_named"]["n"] == len(test) == sum(p["n"] for p in b["by_motive"].values())
     claim = motive_claim([b])
     assert claim["id"] == "c2" and claim["verdict"] == "supported" and claim["n_a"] == b["named"]["n"]
+    assert "person-level 95% bootstrap CI" in claim_sentence(claim)
+    b90 = motive_breakdown(test, records, correct, groups, "Oracle", n_boot=300, alpha=0.1)
+    assert "person-level 90% bootstrap CI" in claim_sentence(motive_claim([b90]))
     # examples without motives (NLSY79, the plain synthetic world) and rows without reasons give no breakdown
     assert motive_breakdown([dict(ex, motive=None) for ex in test], records, correct, groups, "x") is None
     assert motive_breakdown(test, [{"reason": None}] * len(test), correct, groups, "x") is None
