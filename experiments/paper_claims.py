@@ -17,8 +17,8 @@ For each dataset it scores every model of Table A on the SAME seeded per-person 
 Per-example predictions are written to ``predictions_<dataset>_<row>.jsonl`` in the output run directory and reused on
 a re-run with the same ``run_name`` (``resume``); the metrics are always recomputed from the prediction records with
 :func:`metrics.accuracy.score_example`. Outputs: ``claims.md`` (Table A with person-level bootstrap CIs at
-``1 - alpha``, one sentence per claim, the reason-quality tables), ``claims.json`` (the results dict of :func:`run_claims`),
-``accuracy_<dataset>.png``, ``quality_<dataset>.png``, ``config.yaml``.
+``1 - alpha``, one sentence per claim, the reason-quality tables), ``claims.json`` (the results dict of
+:func:`run_claims`), ``accuracy_<dataset>.png``, ``quality_<dataset>.png``, ``config.yaml``.
 
 Claims: (a) distilled vs zero-shot / best supervised / optimized prompt, (b) joint vs two-model student, (h) the
 hybrid student vs both its parents, (s) on synthetic data the joint student vs 80% of the Bayes ceiling -- paired

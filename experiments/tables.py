@@ -351,8 +351,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     k = results.get("k", 5)
     out = ["# Paper claims", "",
            f"{100 * (1 - results.get('alpha', 0.05)):.4g}% person-level bootstrap CIs ({results.get('n_boot')} "
-           "replicates); every row is scored on the same "
-           "seeded per-person test sample, so differences are paired.", ""]
+           "replicates); every row is scored on the same seeded per-person test sample, so differences are paired.",
+           ""]
     for ds, part in results["datasets"].items():
         out += [f"## Dataset `{ds}` ({part['n_test']} test examples, {part['n_persons']} persons)", "",
                 "### Table A — accuracy", "", table_markdown(part["table"], k), ""]
