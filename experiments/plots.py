@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.quality import CRITERIA  # noqa: E402
-from experiments.tables import metric_label, metric_scale  # noqa: E402
+from experiments.tables import fmt_level, metric_label, metric_scale  # noqa: E402
 
 GROUP_COLORS = {"supervised": "#4C72B0", "zero-shot LM": "#DD8452", "compiled": "#937860", "distilled": "#55A868",
                 "hybrid": "#8172B3", "ceiling": "#7f7f7f"}
@@ -56,7 +56,7 @@ def plot_accuracy(table: Sequence[Mapping[str, Any]], path: str | Path, metric: 
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     unit = "" if metric == "MRR" else " (%)"
-    ax.set_xlabel(f"{metric_label(metric)}{unit}, {100 * level:.4g}% bootstrap CI")
+    ax.set_xlabel(f"{metric_label(metric)}{unit}, {fmt_level(level)} bootstrap CI")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -105,7 +105,7 @@ def plot_quality(qualities: Sequence[Mapping[str, Any]], path: str | Path, title
         ax.set_title(criterion, fontsize=9)
         ax.set_xlim(-0.5, max(len(buckets), 1) - 0.5)
     level = next((q["ci_level"] for q in qualities if "ci_level" in q), 0.95)
-    axes[0].set_ylabel(f"accuracy (%), {100 * level:.4g}% CI")
+    axes[0].set_ylabel(f"accuracy (%), {fmt_level(level)} CI")
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=min(len(labels), 3))

@@ -260,6 +260,11 @@ def jsonable(obj: Any, scale_of: Callable[[str], float] | None = None) -> Any:
     return obj
 
 
+def fmt_level(level: float) -> str:
+    """A confidence level as a percentage: ``0.95`` -> ``95%``, ``1 - 0.05 / 4`` -> ``98.75%``."""
+    return f"{100 * level:.4g}%"
+
+
 def fmt_interval(iv: Interval | None, metric: str = "AccEM") -> str:
     """``mean [low, high]`` scaled for the metric (percent, MRR as a fraction); ``-`` when missing."""
     if iv is None or iv.n == 0 or math.isnan(iv.mean):
@@ -300,7 +305,7 @@ def claim_sentence(claim: Mapping[str, Any]) -> str:
     if claim["verdict"] == STATUS_NOT_RUN:
         return f"{claim['statement']}: **not run** ({claim.get('reason') or 'a row is missing'})."
     diff = claim["diff"]
-    level = f"{100 * claim.get('ci_level', 0.95):.4g}%"
+    level = fmt_level(claim.get("ci_level", 0.95))
     if claim.get("kind") == "correlation":
         text = (f"{claim['statement']}: **{claim['verdict']}** — Spearman correlation of the score with correctness "
                 f"{fmt_interval(diff, 'corr')} (person-level {level} bootstrap CI, {diff.n} judged reasons)")
@@ -350,7 +355,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     """``claims.md``: per dataset, Table A, the claims (one sentence each) and the reason-quality tables."""
     k = results.get("k", 5)
     out = ["# Paper claims", "",
-           f"{100 * (1 - results.get('alpha', 0.05)):.4g}% person-level bootstrap CIs ({results.get('n_boot')} "
+           f"{fmt_level(1 - results.get('alpha', 0.05))} person-level bootstrap CIs ({results.get('n_boot')} "
            "replicates); every row is scored on the same seeded per-person test sample, so differences are paired.",
            ""]
     for ds, part in results["datasets"].items():
