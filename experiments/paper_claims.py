@@ -68,6 +68,7 @@ from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from metrics.heuristic_judge import HeuristicJudge
 from metrics.judge import ReasonJudge
+from programs.hybrid import ANSWER_SETS
 from runkit.cli import RUN_ERRORS, print_error, run_cli
 from runkit.config import load_config
 from runkit.files import write_config, write_json
@@ -129,6 +130,9 @@ class ClaimsConfig:
     distill_hybrid_run: str | None = field(default=None, metadata={
         "help": "Distill run directory (mode hybrid: the student inside the hybrid program, with the compile run's "
                 "baseline candidates) for the distilled hybrid row; '{dataset}' is replaced."})
+    hybrid_answer_set: str = field(default="titles", metadata={
+        "help": "Answers of both hybrid rows: 'titles' (any official title) or 'candidates' (one of the baseline's "
+                "candidates, ordered by the LM; programs.hybrid.HybridNextOccupation answer_set)."})
     student_program_state: bool = field(default=False, metadata={
         "help": "Load the compile run's program.json (demos/instructions) into the students' programs, as "
                 "finetune.evaluate_student does; default: the students run zero-shot prompts."})
@@ -179,6 +183,8 @@ class ClaimsConfig:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
         if self.top1 not in ("answer", "ranked"):
             raise ValueError(f"top1 must be 'answer' or 'ranked', got {self.top1!r}.")
+        if self.hybrid_answer_set not in ANSWER_SETS:
+            raise ValueError(f"hybrid_answer_set must be one of {ANSWER_SETS}, got {self.hybrid_answer_set!r}.")
         if self.primary_metric not in metric_names(self.k):
             raise ValueError(f"primary_metric must be one of {list(metric_names(self.k))}, got {self.primary_metric!r}.")
 

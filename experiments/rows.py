@@ -314,7 +314,8 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
             if expected == "hybrid":  # the student's own prompts: candidates of the baseline its traces used
                 baseline = load_baseline(info["baseline"], taxonomy=ctx.taxonomy)
                 return HybridNextOccupation(baseline=baseline, k_candidates=info["k_candidates"], mode="joint",
-                                            lm=reasoner, taxonomy=ctx.taxonomy, k=cfg.k, top1=cfg.top1)
+                                            lm=reasoner, taxonomy=ctx.taxonomy, k=cfg.k, top1=cfg.top1,
+                                            answer_set=cfg.hybrid_answer_set)
             if expected == "joint":
                 program = _nextocc(ctx, "joint", lm=reasoner)
             elif expected == "two_model":
@@ -330,11 +331,14 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
             return program
 
     reuse: list[tuple[str, list[dict]]] = []
-    if target is not None and target.is_dir():
+    restricted = expected == "hybrid" and cfg.hybrid_answer_set != "titles"
+    if target is not None and target.is_dir() and not restricted:  # the distill run's own titles-mode predictions
         reuse = [(str(p), read_records(p)) for p in sorted(target.glob("predictions*.jsonl"))]
+    signature = student_signature(info["students"]) if info["available"] else None
+    if signature and restricted:
+        signature += f"|answer_set={cfg.hybrid_answer_set}"
     row = ctx.run_program(name, make, reuse, judged=expected != "direct", command=command, why_not=why.strip("; "),
-                          inputs=BASELINE_INPUTS if expected == "hybrid" else None,
-                          signature=student_signature(info["students"]) if info["available"] else None)
+                          inputs=BASELINE_INPUTS if expected == "hybrid" else None, signature=signature)
     if info.get("evaluation"):
         row.extra["distill_reported_evaluation"] = info["evaluation"]
     if info["available"]:
@@ -357,11 +361,13 @@ def student_signature(students: Mapping[str, str | None]) -> str:
 def _row_hybrid(ctx: RowContext) -> RowScores:
     def make():
         return build_program("hybrid", lm=ctx.lm, taxonomy=ctx.taxonomy, trainset=list(ctx.splits.train),
-                             k=ctx.config.k, top1=ctx.config.top1)
+                             k=ctx.config.k, top1=ctx.config.top1, answer_set=ctx.config.hybrid_answer_set)
 
+    answer_set = ctx.config.hybrid_answer_set
     return ctx.run_program("hybrid", None if _lm_unavailable(ctx) else make, inputs=BASELINE_INPUTS,
                            why_not="no LM configured (lm: null)",
-                           command="set lm: local:gemma-3-270m (or a litellm model string)")
+                           command="set lm: local:gemma-3-270m (or a litellm model string)",
+                           signature=f"answer_set={answer_set}")
 
 
 def build_row(ctx: RowContext, name: str) -> RowScores:

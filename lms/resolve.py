@@ -276,16 +276,25 @@ def option_logprob(lm: dspy.LM, messages: list[dict], field: str, option: str,
                    prefix_fields: dict[str, str] | None = None) -> float:
     """Total log-probability of one option (e.g. the gold occupation), scored after the same prefix as
     :func:`rank_options`. Returns ``-inf`` when ``option`` is not in the allowed list."""
+    return option_logprobs(lm, messages, field, [option], prefix_fields)[0]
+
+
+def option_logprobs(lm: dspy.LM, messages: list[dict], field: str, options: list[str],
+                    prefix_fields: dict[str, str] | None = None) -> list[float]:
+    """Total log-probabilities of several options after one shared prefix (as :func:`option_logprob`, which scores
+    one), e.g. to choose among a short candidate list. ``-inf`` for an option that is not in the allowed list."""
     import torch
 
     engine = _engine(lm)
     loaded, ids, trie = engine.field_prefix(lm.model, normalize_messages(messages), field, prefix_fields)
-    option = option.strip()
-    if option not in trie.token_ids:
-        return -math.inf
+    wanted = [o.strip() if isinstance(o, str) else "" for o in options]
+    known = list(dict.fromkeys(o for o in wanted if o in trie.token_ids))
+    if not known:
+        return [-math.inf] * len(wanted)
 
-    def run() -> float:
+    def run() -> list[float]:
         with loaded.lock, torch.inference_mode():
-            return score_options(loaded.model, ids, trie, [option])[0]
+            return score_options(loaded.model, ids, trie, known)
 
-    return engine.run_on_worker(run)
+    scores = dict(zip(known, engine.run_on_worker(run), strict=True))
+    return [scores.get(o, -math.inf) for o in wanted]

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
 LM_PROGRAMS = ("two_step", "joint", "direct", "hybrid")
 PROGRAMS = BASELINE_KINDS + LM_PROGRAMS
+HYBRID_OPTIONS = {"mode", "answer_set", "k_candidates", "baseline", "baseline_kwargs"}
 TABLE_COLUMNS = ("AccEM", "AccRM", "Acc@{k}", "MRR", "soc_major", "n")
 
 
@@ -87,6 +88,10 @@ class EvalConfig:
     baseline_options: str | dict[str, Any] | None = field(default=None, metadata={
         "help": "Options of the sequence baseline as a YAML mapping, e.g. '{hidden_size: 128, epochs: 20, lr: 0.003, "
                 "dropout: 0.2, max_minutes: 10, cache_dir: runs/cache}' (see programs.sequence_model.SequenceConfig)."})
+    hybrid_options: str | dict[str, Any] | None = field(default=None, metadata={
+        "help": "Options of the hybrid program as a YAML mapping, e.g. '{mode: joint, answer_set: candidates, "
+                "k_candidates: 5, baseline: return_markov}' (see programs.hybrid.HybridNextOccupation; mode defaults "
+                "to two_step)."})
     max_examples: int | None = field(default=None, metadata={
         "help": "Evaluate a seeded sample of N persons (one transition each) of the split; default all examples."})
     json_fallback: bool = field(default=False, metadata={
@@ -113,18 +118,31 @@ class EvalConfig:
             raise ValueError(f"max_examples must be positive, got {self.max_examples}.")
         if not self.dataset:
             raise ValueError("dataset must not be empty (nlsy79, synthetic or jsonl:PATH).")
-        if isinstance(self.baseline_options, str):
-            import yaml
-
-            try:
-                self.baseline_options = yaml.safe_load(self.baseline_options)
-            except yaml.YAMLError as exc:
-                raise ValueError(f"baseline_options is not a YAML mapping ({exc}).") from None
-        if self.baseline_options is not None and not isinstance(self.baseline_options, dict):
-            raise ValueError("baseline_options must be a mapping such as '{hidden_size: 128, epochs: 20}', got "
-                             f"{self.baseline_options!r}.")
+        self.baseline_options = _yaml_mapping("baseline_options", self.baseline_options,
+                                              "'{hidden_size: 128, epochs: 20}'")
+        self.hybrid_options = _yaml_mapping("hybrid_options", self.hybrid_options,
+                                            "'{mode: joint, answer_set: candidates}'")
+        if self.hybrid_options and self.program != "hybrid":
+            raise ValueError(f"hybrid_options apply to --program hybrid only, not {self.program!r}.")
+        unknown = set(self.hybrid_options or {}) - HYBRID_OPTIONS
+        if unknown:
+            raise ValueError(f"hybrid_options has unknown keys {sorted(unknown)}; use {sorted(HYBRID_OPTIONS)}.")
         if self.baseline_options and self.program != "sequence":
             raise ValueError(f"baseline_options apply to --program sequence only, not {self.program!r}.")
+
+
+def _yaml_mapping(name: str, value: Any, example: str) -> dict[str, Any] | None:
+    """A flag's YAML mapping (a string from the command line, or a mapping from a config file)."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{name} is not a YAML mapping ({exc}).") from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping such as {example}, got {value!r}.")
+    return value
 
 
 def _load_splits(config: EvalConfig) -> Any:
@@ -255,7 +273,7 @@ def _run_lm_evaluation(config: EvalConfig, run_dir: Path, train: list, evalset: 
 
 def _score_lm_program(config: EvalConfig, run_dir: Path, train: list, evalset: list, taxonomy: OnetTaxonomy,
                       splits: Any, t0: float, lm: Any, judge_lm: Any, tracker: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"k": config.k, "top1": config.top1}
+    kwargs: dict[str, Any] = {"k": config.k, "top1": config.top1, **(config.hybrid_options or {})}
     if config.predictor_lm:
         kwargs["predictor_lm"] = lm_spec(config.predictor_lm, role="predictor_lm", api_base=config.api_base)
     program = build_program(config.program, lm=lm or lm_spec(config.lm, api_base=config.api_base),

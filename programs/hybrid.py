@@ -3,8 +3,11 @@
 :class:`HybridNextOccupation` asks a fitted baseline (:mod:`programs.baselines`: frequency, Markov or return-aware
 Markov) for its top-``k_candidates`` next occupations with probabilities, renders them with
 :func:`signatures.format_candidates` into a ``candidates`` input field, and runs the reasoned program (two-step, joint
-or direct) on the ``*WithCandidates`` signatures. The LM may pick a candidate or name any other official title; the
-answer is normalized exactly as in :class:`programs.next_occupation.NextOccupation`.
+or direct) on the ``*WithCandidates`` signatures. With ``answer_set="titles"`` (default) the LM may pick a candidate or
+name any other official title; the answer is normalized exactly as in :class:`programs.next_occupation.NextOccupation`.
+With ``answer_set="candidates"`` the answer is one of the candidates: a local LM scores each candidate title after the
+same prompt (and reason) and ``ranked`` lists the candidates by that score; another LM's answer is kept when it names
+a candidate, else the baseline's first candidate answers.
 
 The baselines read past job *states*, not text: call the program with a dict/JSON/:class:`CareerHistory` history (the
 states are derived from it), or pass ``states=`` (``dspy.Evaluate`` over
@@ -22,6 +25,7 @@ from typing import Any
 
 import dspy
 
+import lms
 from careers.history import CareerHistory
 from programs.baseline_registry import load_baseline
 from programs.manifest import safe_child
@@ -32,11 +36,13 @@ from signatures import (
     PredictOccupationWithCandidates,
     ReasonAndPredictWithCandidates,
     format_candidates,
+    parse_candidates,
 )
 
 logger = logging.getLogger(__name__)
 
 BASELINE_FILE = "baseline.json"
+ANSWER_SETS = ("titles", "candidates")
 
 
 class HybridNextOccupation(NextOccupation):
@@ -46,13 +52,18 @@ class HybridNextOccupation(NextOccupation):
         baseline: A fitted baseline module whose ``forward(history, states=None, career=None)`` returns
             ``ranked=[(title, prob), ...]``; may be None when every call passes ``candidates``.
         k_candidates: How many baseline candidates the LM sees.
+        answer_set: ``"titles"`` (default: any official title) or ``"candidates"`` (the answer and ``ranked`` are
+            the candidates, ordered by the LM; see the module docstring).
         **kwargs: :class:`~programs.next_occupation.NextOccupation` arguments (``mode``, LMs, ``taxonomy``, ``k``).
     """
 
-    def __init__(self, baseline: Any = None, *, k_candidates: int = 5, **kwargs: Any):
+    def __init__(self, baseline: Any = None, *, k_candidates: int = 5, answer_set: str = "titles", **kwargs: Any):
         if not isinstance(k_candidates, int) or k_candidates < 1:
             raise ValueError(f"k_candidates must be a positive integer, got {k_candidates!r}")
+        if answer_set not in ANSWER_SETS:
+            raise ValueError(f"answer_set must be one of {ANSWER_SETS}, got {answer_set!r}")
         self.k_candidates = k_candidates
+        self.answer_set = answer_set
         super().__init__(**kwargs)
         self.baseline = baseline
 
@@ -104,11 +115,47 @@ class HybridNextOccupation(NextOccupation):
             candidates = list(candidates)[: self.k_candidates]
         return {"candidates": format_candidates(candidates)}
 
+    def _finish(self, raw: Any, inputs: dict, prefix: dict | None) -> dspy.Prediction:
+        pred = super()._finish(raw, inputs, prefix)
+        if self.answer_set == "titles":
+            return pred
+        titles = [t for t, _ in parse_candidates(inputs.get("candidates"))
+                  if self.taxonomy.code_for_title(t)][: self.k_candidates]
+        if not titles:
+            logger.warning("answer_set='candidates' but no candidate is an official title; the answer is kept.")
+            return pred
+        ranked = self._rank_candidates(titles, inputs, prefix)
+        if ranked is None:  # not a local LM: keep an answer that names a candidate, else the baseline's first
+            first = pred.occupation if pred.occupation in titles else titles[0]
+            ranked = [(t, 0.0) for t in [first] + [t for t in titles if t != first]]
+        top = ranked[0][0]
+        if top != pred.occupation:
+            pred.method = "candidate"
+        pred.occupation, pred.onet_code, pred.matched = top, self.taxonomy.code_for_title(top), True
+        pred.ranked, pred.ranking = ranked, "candidates"
+        return pred
+
+    def _rank_candidates(self, titles: list[str], inputs: dict, prefix: dict | None) -> list[tuple[str, float]] | None:
+        """The candidates by the local LM's log-probability after the occupation step's prompt; None when the
+        occupation LM is not local (or scoring failed)."""
+        lm = self._occupation_lm()
+        if not lms.is_local(lm):
+            return None
+        try:
+            scores = lms.option_logprobs(lm, self._predictor_messages(inputs), "occupation", titles,
+                                         prefix_fields=prefix)
+        except Exception as exc:  # noqa: BLE001 - fall back to the answer / the baseline's order
+            logger.warning("Scoring the candidates failed (%s); using the answer or the baseline's order.", exc)
+            return None
+        order = sorted(range(len(titles)), key=lambda i: -scores[i])  # stable: ties keep the baseline's order
+        return [(titles[i], float(scores[i])) for i in order]
+
     # ------------------------------------------------------------------ persistence
     def manifest(self) -> dict[str, Any]:
-        """The base manifest plus ``k_candidates`` and the saved baseline file (None when not saved)."""
+        """The base manifest plus ``k_candidates``, ``answer_set`` and the saved baseline file (None when not saved)."""
         out = super().manifest()
         out["k_candidates"] = self.k_candidates
+        out["answer_set"] = self.answer_set
         out["baseline"] = getattr(self, "_baseline_file", None)
         return out
 
@@ -139,4 +186,5 @@ class HybridNextOccupation(NextOccupation):
         if baseline is None:
             logger.warning("Loaded a hybrid program without a baseline: pass candidates= to every call.")
         return cls(baseline=baseline, k_candidates=int(manifest.get("k_candidates", 5)),
+                   answer_set=manifest.get("answer_set", "titles"),
                    **cls._manifest_options(manifest), **kwargs)

@@ -282,8 +282,7 @@ class NextOccupation(dspy.Module):
         if not lms.is_local(lm):
             return []
         try:
-            messages = dspy.ChatAdapter().format(self.predictor.signature, self.predictor.demos, inputs)
-            ranked = lms.rank_options(lm, messages, "occupation", self.k, prefix_fields=prefix)
+            ranked = lms.rank_options(lm, self._predictor_messages(inputs), "occupation", self.k, prefix_fields=prefix)
         except Exception as exc:  # noqa: BLE001 - ranking is an extra; fall back to the text answer
             logger.warning("Local option ranking failed (%s); ranking by the normalized text answer.", exc)
             return []
@@ -292,6 +291,10 @@ class NextOccupation(dspy.Module):
             code = self.taxonomy.code_for_title(option)
             out.append((self.taxonomy.title(code) if code else option, float(logprob)))
         return out
+
+    def _predictor_messages(self, inputs: dict) -> list[dict]:
+        """The ChatAdapter messages of the occupation step for ``inputs`` (what the engine ranks after)."""
+        return dspy.ChatAdapter().format(self.predictor.signature, self.predictor.demos, inputs)
 
     # ------------------------------------------------------------------ persistence
     def manifest(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from signatures.candidates import (
     PredictOccupationWithCandidates,
     ReasonAndPredictWithCandidates,
     format_candidates,
+    parse_candidates,
 )
 from signatures.judges import SCORE_RANGE, JudgeCoherence, JudgeFactuality, JudgeUtility
 from signatures.rationalize import GenerateReasonFromGold
@@ -28,6 +29,7 @@ __all__ = [
     "ReasonAndPredictWithCandidates",
     "PredictDirectWithCandidates",
     "format_candidates",
+    "parse_candidates",
     "JudgeFactuality",
     "JudgeCoherence",
     "JudgeUtility",

@@ -8,6 +8,7 @@ history clearly points elsewhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -40,6 +41,19 @@ def format_candidates(candidates: Sequence[Any] | str | None) -> str:
         title, prob = item
         lines.append(f"{i}. {title}" + (f" (p={prob:.2f})" if prob is not None else ""))
     return "\n".join(lines) or "(none)"
+
+
+_LINE = re.compile(r"^\s*\d+\.\s+(?P<title>.+?)(?:\s+\(p=(?P<prob>[0-9.]+)\))?\s*$")
+
+
+def parse_candidates(text: str | None) -> list[tuple[str, float | None]]:
+    """Reads back the ``(title, probability)`` pairs of :func:`format_candidates` text (numbered lines; other
+    lines, such as ``"(none)"``, are skipped)."""
+    out = []
+    for line in (text or "").splitlines():
+        if m := _LINE.match(line):
+            out.append((m.group("title"), float(m.group("prob")) if m.group("prob") else None))
+    return out
 
 
 def _iter_pairs(candidates: Iterable[Any]) -> Iterable[tuple[str, float | None]]:

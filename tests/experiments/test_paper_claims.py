@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -332,6 +333,25 @@ def test_a_retrained_student_is_predicted_again(tmp_path, splits, taxonomy):
     res = run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm(), programs={"distilled_joint": retrained})
     assert retrained.calls == N_TEST
     assert "run here" in res["datasets"]["synthetic"]["rows"]["distilled_joint"]["source"]
+
+
+def test_hybrid_answer_set_candidates_predicts_the_hybrid_row_again(tmp_path, splits, taxonomy):
+    test = sample_test(splits)
+    compile_run = make_compile_run(tmp_path, splits, taxonomy, test)
+    cfg = _config(tmp_path, compile_run, tmp_path / "absent", rows=["hybrid"])
+    free = run_claims(cfg, splits=splits, taxonomy=taxonomy, lm=dummy_lm())
+    free_rows = read_jsonl(Path(free["run_dir"]) / "predictions_synthetic_hybrid.jsonl")
+    assert len(free_rows) == N_TEST and all(r["occupation"] == "Cashiers" for r in free_rows)
+    restricted = run_claims(dataclasses.replace(cfg, hybrid_answer_set="candidates"), splits=splits,
+                            taxonomy=taxonomy, lm=dummy_lm())
+    assert "run here (16)" in restricted["datasets"]["synthetic"]["rows"]["hybrid"]["source"]
+    rows = read_jsonl(Path(restricted["run_dir"]) / "predictions_synthetic_hybrid.jsonl")
+    assert len(rows) == N_TEST
+    # the dummy LM answers "Cashiers" everywhere (above); restricted, every answer is one of the row's baseline candidates
+    assert all(r["occupation"] == r["ranked"][0][0] and len(r["ranked"]) <= 5 for r in rows)
+    assert any(r["occupation"] != "Cashiers" for r in rows)
+    with pytest.raises(ValueError, match="hybrid_answer_set"):
+        dataclasses.replace(cfg, hybrid_answer_set="top")
 
 
 class Interrupted(Oracle):

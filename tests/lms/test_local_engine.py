@@ -118,6 +118,9 @@ def test_rank_options_sorted_and_matches_brute_force(tiny_spec):
     assert [n for n, _ in top3] == [n for n, _ in ranked[:3]]
     assert lms.option_logprob(lm, msgs, "occupation", ranked[0][0]) == pytest.approx(ranked[0][1], abs=1e-4)
     assert lms.option_logprob(lm, msgs, "occupation", "Astronauts") == -math.inf
+    several = lms.option_logprobs(lm, msgs, "occupation", [ranked[2][0], "Astronauts", ranked[0][0]])
+    assert several[0] == pytest.approx(ranked[2][1], abs=1e-4) and several[1] == -math.inf
+    assert several[2] == pytest.approx(ranked[0][1], abs=1e-4)
 
 
 def test_ranking_runs_on_the_batching_worker_thread(tiny_spec, monkeypatch):

@@ -67,6 +67,13 @@ def test_config_validation():
         EvalConfig(program="lstm")
     with pytest.raises(ValueError, match="split"):
         EvalConfig(split="validation")
+    with pytest.raises(ValueError, match="hybrid_options apply to --program hybrid"):
+        EvalConfig(program="joint", hybrid_options="{answer_set: candidates}")
+    with pytest.raises(ValueError, match="unknown keys"):
+        EvalConfig(program="hybrid", hybrid_options="{answers: candidates}")
+    with pytest.raises(ValueError, match="hybrid_options must be a mapping"):
+        EvalConfig(program="hybrid", hybrid_options="candidates")
+    assert EvalConfig(program="hybrid", hybrid_options="{mode: joint}").hybrid_options == {"mode": "joint"}
 
 
 needs_datasets = pytest.mark.skipif(importlib.util.find_spec("careers.datasets") is None,
@@ -229,3 +236,17 @@ def test_lm_programs_evaluate_with_dummy_lm(tmp_path, taxonomy, program):
         assert m.get("judge_factuality") is None and rows[0]["reason"] is None
     else:
         assert m["judge_factuality"] == 4 and m["judge_utility"] == 3 and rows[0]["judge"]["coherence"] == 5
+
+
+def test_hybrid_options_reach_the_hybrid_program(tmp_path, taxonomy):
+    from dspy.utils.dummies import DummyLM
+
+    answers = {"starting with the field `[[ ## reason ## ]]`": {"reason": "Stays.", "occupation": "Astronomers"}}
+    cfg = EvalConfig(dataset=f"jsonl:{FIXTURES / 'tiny_careers.jsonl'}", program="hybrid", split="dev",
+                     output_dir=str(tmp_path), run_name="r", threads=2,
+                     hybrid_options="{mode: joint, answer_set: candidates, k_candidates: 2}")
+    res = run_evaluation(cfg, taxonomy=taxonomy, lm=DummyLM(answers))
+    assert res["metrics"]["n"] > 0 and res["metrics"]["errors"] == 0
+    rows = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
+    # "Astronomers" is no candidate of the fitted baseline: each answer is the baseline's first candidate instead
+    assert all(r["occupation"] != "Astronomers" and len(r["ranked"]) <= 2 for r in rows)

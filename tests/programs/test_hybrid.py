@@ -8,7 +8,7 @@ import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
-from careers.history import CareerHistory
+from careers.history import CareerHistory, coerce_history
 from programs.factory import PROGRAM_NAMES, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
@@ -104,6 +104,57 @@ def test_hybrid_save_load(taxonomy, tmp_path):
     loaded = HybridNextOccupation.load(tmp_path / "run", baseline=FakeBaseline(), lm=lm, taxonomy=taxonomy)
     assert loaded.mode == "joint" and loaded.k_candidates == 3
     assert loaded(PERSON).occupation == "Registered Nurses"
+
+
+@pytest.mark.parametrize("answer,expected", [("Home Health Aides", "Home Health Aides"),
+                                             ("Cashiers", "Registered Nurses")])
+def test_answer_set_candidates_restricts_a_text_answer(taxonomy, answer, expected):
+    # not a local LM: an answer naming a candidate stays, any other answer becomes the baseline's first candidate
+    lm = DummyLM([{"reason": REASON, "occupation": answer}])
+    prog = HybridNextOccupation(FakeBaseline(), mode="joint", lm=lm, taxonomy=taxonomy, answer_set="candidates")
+    pred = prog(PERSON)
+    assert pred.occupation == expected and pred.onet_code == taxonomy.code_for_title(expected) and pred.matched
+    assert [t for t, _ in pred.ranked][0] == expected and pred.ranking == "candidates"
+    assert sorted(t for t, _ in pred.ranked) == sorted(t for t, _ in FakeBaseline().ranked)
+    free = HybridNextOccupation(FakeBaseline(), mode="joint", lm=DummyLM([{"reason": REASON, "occupation": answer}]),
+                                taxonomy=taxonomy)(PERSON)
+    assert free.occupation == answer  # the default answer set: any official title
+    with pytest.raises(ValueError, match="answer_set"):
+        HybridNextOccupation(FakeBaseline(), answer_set="top")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["joint", "two_step"])
+def test_answer_set_candidates_ranks_candidates_by_local_lm(taxonomy, tiny_local_lm, mode):
+    import dspy as _dspy
+
+    import lms
+
+    lm, _ = tiny_local_lm
+    candidates = [("Cashiers", 0.5), ("Registered Nurses", 0.3), ("Software Developers", 0.2)]
+    prog = HybridNextOccupation(FakeBaseline(candidates), mode=mode, lm=lm, taxonomy=taxonomy, k=3,
+                                answer_set="candidates")
+    pred = prog(PERSON)
+    assert sorted(t for t, _ in pred.ranked) == sorted(t for t, _ in candidates)
+    assert pred.occupation == pred.ranked[0][0] and pred.ranking == "candidates"
+    scores = [s for _, s in pred.ranked]
+    assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
+    # each score is the option's log-probability after the same prompt (and, in joint mode, the same reason)
+    inputs = {"history": coerce_history(PERSON)[0], "candidates": pred.candidates}
+    if mode == "two_step":
+        inputs["reason"] = pred.reason
+    messages = _dspy.ChatAdapter().format(prog.predictor.signature, [], inputs)
+    prefix = {"reason": pred.reason} if mode == "joint" else None
+    for title, score in pred.ranked:
+        assert lms.option_logprob(lm, messages, "occupation", title, prefix_fields=prefix) == pytest.approx(score,
+                                                                                                            abs=1e-4)
+
+
+def test_answer_set_is_saved(taxonomy, tmp_path):
+    HybridNextOccupation(FakeBaseline(), mode="joint", taxonomy=taxonomy, answer_set="candidates").save(tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "nextocc.json").read_text())["answer_set"] == "candidates"
+    loaded = HybridNextOccupation.load(tmp_path / "r", baseline=FakeBaseline(), taxonomy=taxonomy)
+    assert loaded.answer_set == "candidates"
 
 
 def _trainset():
