@@ -34,6 +34,7 @@ from programs.baseline_registry import load_baseline
 from programs.factory import build_baseline, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
+from programs.predict import BASELINE_INPUTS
 from programs.scoring import judge_means, prediction_record, score_program
 from runkit.files import JsonlWriter, read_records
 
@@ -61,7 +62,6 @@ LM_FREE_ROWS = ("frequency", "markov", "return_markov", "sequence", "bayes_optim
 SUPERVISED = ("frequency", "markov", "return_markov", "sequence")
 DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct",
                 "distilled_hybrid": "hybrid"}
-BASELINE_INPUTS = ("history", "states", "career")
 
 
 def run_path(template: str | None, dataset: str) -> Path | None:

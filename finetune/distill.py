@@ -329,9 +329,10 @@ def vllm_command(results: dict[str, Any]) -> str:
 def predict_command(results: dict[str, Any], api_base: str = "http://localhost:8000/v1") -> str:
     """``programs.predict`` on the served modules (``hosted_vllm/<module>``; occupation constrained server-side)."""
     names = {role: Path(results["students"][role].split("+", 1)[1]).parent.name for role in ("reasoner", "predictor")}
-    mode = results.get("program_mode") or "two_step"
+    # a hybrid student runs inside its saved program (nextocc.json + baseline.json of this run)
+    program = results["run_dir"] if results.get("hybrid") else results.get("program_mode") or "two_step"
     lm = f"'{{model: hosted_vllm/{names['reasoner']}, api_base: {api_base}, temperature: 0}}'"
-    cmd = f"python -m programs.predict --program {mode} --lm {lm}"
+    cmd = f"python -m programs.predict --program {program} --lm {lm}"
     if names["predictor"] != names["reasoner"]:
         cmd += f" --predictor_lm '{{model: hosted_vllm/{names['predictor']}, api_base: {api_base}, temperature: 0}}'"
     return cmd + " --input people.jsonl --output_dir runs/predict"

@@ -40,6 +40,8 @@ from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from programs.baseline_registry import load_baseline
 from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
+from programs.hybrid import HybridNextOccupation
+from programs.manifest import MANIFEST_FILE
 from programs.next_occupation import NextOccupation
 from programs.scoring import predict_batch
 from runkit.cli import run_cli
@@ -49,6 +51,8 @@ from runkit.provenance import write_provenance
 from runkit.run_dir import make_run_dir
 
 logger = logging.getLogger(__name__)
+
+BASELINE_INPUTS = ("history", "states", "career")  # what the supervised baselines (and the hybrid's) read
 
 ONET_ONLINE = "https://www.onetonline.org/link/summary/{code}"
 BAD_LINE_MODES = ("error", "skip")
@@ -211,13 +215,15 @@ def build_predictor(config: PredictConfig) -> tuple[Any, tuple[str, ...]]:
     path = Path(config.program)
     if path.is_dir():
         if (path / "model.json").is_file() and not (path / "nextocc.json").is_file():
-            return load_baseline(path / "model.json"), ("history", "states", "career")
+            return load_baseline(path / "model.json"), BASELINE_INPUTS
 
         kwargs = {}
         if config.predictor_lm is not None:
             kwargs["predictor_lm"] = lm_spec(config.predictor_lm, role="predictor_lm", api_base=config.api_base)
         if config.lm is not None and config.lm != PredictConfig.lm:
             kwargs["lm"] = lm_spec(config.lm, api_base=config.api_base)
+        if _manifest_class(path) == HybridNextOccupation.__name__:  # its baseline reads the structured history
+            return HybridNextOccupation.load(path, data_dir=config.data_dir, **kwargs), BASELINE_INPUTS
         return NextOccupation.load(path, data_dir=config.data_dir, **kwargs), ("history",)
     if config.program not in PROGRAM_NAMES:
         raise ValueError(f"--program {config.program!r} is neither a run directory nor one of {list(PROGRAM_NAMES)}.")
@@ -234,8 +240,19 @@ def build_predictor(config: PredictConfig) -> tuple[Any, tuple[str, ...]]:
         if config.data_dir:
             kwargs["data_dir"] = config.data_dir
     program = build_program(config.program, trainset=trainset, **kwargs)
-    inputs = ("history",) if config.program in ("two_step", "joint", "direct") else ("history", "states", "career")
+    inputs = ("history",) if config.program in ("two_step", "joint", "direct") else BASELINE_INPUTS
     return program, inputs
+
+
+def _manifest_class(run_dir: Path) -> str | None:
+    """The program class a saved run's ``nextocc.json`` names (None without one)."""
+    manifest = run_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("class")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{manifest} is not a JSON manifest ({exc}).") from None
 
 
 def prediction_record(person_id: str, where: str, pred: Any, taxonomy: Any = None) -> dict[str, Any]:

@@ -51,6 +51,8 @@ def test_hybrid_student_trains_and_loads_as_the_hybrid_program(tmp_path, tiny_mo
     assert (out / "baseline.json").read_text() == (tmp_path / "compile" / "c" / "baseline.json").read_text()
     manifest = json.loads((out / "nextocc.json").read_text())
     assert manifest["class"] == "HybridNextOccupation" and manifest["baseline"] == "baseline.json"
+    # the report's serving command runs the saved hybrid program, not a plain joint one
+    assert f"python -m programs.predict --program {out} --lm '{{model: hosted_vllm/hybrid," in (out / "report.md").read_text()
     info = read_distill_run(out)
     assert info["available"] and info["mode"] == "hybrid" and info["k_candidates"] == 3
     assert info["baseline"] == str(out / "baseline.json")

@@ -106,3 +106,33 @@ def test_config_validation():
         predict.PredictConfig()
     with pytest.raises(ValueError, match="on_bad_lines"):
         predict.PredictConfig(input="x.jsonl", on_bad_lines="warn")
+
+
+def test_a_saved_hybrid_run_predicts_with_its_baseline(tmp_path, taxonomy):
+    import dspy
+
+    from careers.history import CareerHistory
+    from programs.factory import build_baseline
+    from programs.hybrid import HybridNextOccupation
+
+    people = tmp_path / "people.jsonl"
+    people.write_text(json.dumps({"person_id": "1", "jobs": [
+        {"title": "Cashier", "onet_code": "41-2011.00", "start_year": 2008},
+        {"title": "Nursing Assistant", "onet_code": "31-1131.00", "start_year": 2011}]}) + "\n")
+    train = []
+    for i in range(4):
+        career = CareerHistory.from_dict({"person_id": str(i), "jobs": [
+            {"title": "Nursing Assistant", "onet_code": "31-1131.00", "start_year": 2000},
+            {"title": "Registered Nurse", "onet_code": "29-1141.00", "start_year": 2004}]})
+        train.append(career.prefix(1).to_example(career.jobs[1], occupation="Registered Nurses"))
+    baseline = build_baseline("return_markov", taxonomy=taxonomy, trainset=train)
+    saved = tmp_path / "hybrid"
+    HybridNextOccupation(baseline, mode="joint", taxonomy=taxonomy, answer_set="candidates").save(saved)
+    lm = dspy.utils.DummyLM([{"reason": "Care work.", "occupation": "Astronomers"}])
+    config = predict.PredictConfig(program=str(saved), input=str(people), output_dir=str(tmp_path / "runs"), threads=1)
+    with dspy.context(lm=lm):
+        summary = predict.run_predict(config)
+    assert summary["predicted"] == 1
+    record = json.loads(next((tmp_path / "runs").glob("predict-*/predictions.jsonl")).read_text().splitlines()[0])
+    # the loaded program is the hybrid (baseline candidates, answer set kept): the answer is the top candidate
+    assert record["occupation"] == "Registered Nurses"
