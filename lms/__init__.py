@@ -7,7 +7,8 @@ Public API:
 * :func:`resolve_lm` -- the same from a string, dict or dataclass (teacher/judge/student specs in configs).
 * :class:`LocalEngine` -- the engine behind local LMs (batching, prefix reuse, structured output, constrained
   decoding, option ranking); :mod:`lms.hardware` picks its device and dtype, :mod:`lms.progress` shows live progress.
-* :func:`rank_options` / :func:`option_logprob` / :func:`option_logprobs` -- log-probabilities of closed-list options (e.g. O*NET titles).
+* :func:`rank_options` / :func:`option_logprob` / :func:`option_logprobs` -- log-probabilities of closed-list
+  options (e.g. O*NET titles).
 * :func:`is_local` -- whether a ``dspy.LM`` runs in-process; :func:`constrain` -- the same local LM with closed-option
   fields added (e.g. ``{"occupation": titles}``).
 

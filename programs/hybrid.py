@@ -132,7 +132,7 @@ class HybridNextOccupation(NextOccupation):
         if top != pred.occupation:
             pred.method = "candidate"
         pred.occupation, pred.onet_code, pred.matched = top, self.taxonomy.code_for_title(top), True
-        pred.ranked, pred.ranking = ranked, "candidates"
+        pred.ranked, pred.ranking = ranked[: self.k], "candidates"
         return pred
 
     def _rank_candidates(self, titles: list[str], inputs: dict, prefix: dict | None) -> list[tuple[str, float]] | None:

@@ -119,6 +119,9 @@ def test_answer_set_candidates_restricts_a_text_answer(taxonomy, answer, expecte
     free = HybridNextOccupation(FakeBaseline(), mode="joint", lm=DummyLM([{"reason": REASON, "occupation": answer}]),
                                 taxonomy=taxonomy)(PERSON)
     assert free.occupation == answer  # the default answer set: any official title
+    short = HybridNextOccupation(FakeBaseline(), mode="joint", lm=DummyLM([{"reason": REASON, "occupation": answer}]),
+                                 taxonomy=taxonomy, answer_set="candidates", k=2)(PERSON)
+    assert len(short.ranked) == 2  # ranked keeps the program's k
     with pytest.raises(ValueError, match="answer_set"):
         HybridNextOccupation(FakeBaseline(), answer_set="top")
 
@@ -126,8 +129,6 @@ def test_answer_set_candidates_restricts_a_text_answer(taxonomy, answer, expecte
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["joint", "two_step"])
 def test_answer_set_candidates_ranks_candidates_by_local_lm(taxonomy, tiny_local_lm, mode):
-    import dspy as _dspy
-
     import lms
 
     lm, _ = tiny_local_lm
@@ -143,7 +144,7 @@ def test_answer_set_candidates_ranks_candidates_by_local_lm(taxonomy, tiny_local
     inputs = {"history": coerce_history(PERSON)[0], "candidates": pred.candidates}
     if mode == "two_step":
         inputs["reason"] = pred.reason
-    messages = _dspy.ChatAdapter().format(prog.predictor.signature, [], inputs)
+    messages = dspy.ChatAdapter().format(prog.predictor.signature, [], inputs)
     prefix = {"reason": pred.reason} if mode == "joint" else None
     for title, score in pred.ranked:
         assert lms.option_logprob(lm, messages, "occupation", title, prefix_fields=prefix) == pytest.approx(score,
