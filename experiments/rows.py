@@ -30,11 +30,10 @@ from finetune.run_reader import read_distill_run
 from lms import usage
 from lms.model_store import adapter_fingerprint, is_local_spec, parse_local_spec
 from lms.resolve import lm_model
-from programs.baseline_registry import load_baseline
+from programs.baseline_registry import BASELINE_INPUTS, load_baseline
 from programs.factory import build_baseline, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
-from programs.predict import BASELINE_INPUTS
 from programs.scoring import judge_means, prediction_record, score_program
 from runkit.files import JsonlWriter, read_records
 

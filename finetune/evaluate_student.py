@@ -17,7 +17,7 @@ from typing import Any
 from careers.onet import OnetTaxonomy
 from compile.optimize import compile_splits
 from compile.run_reader import compile_config
-from programs.baseline_registry import load_baseline
+from programs.baseline_registry import BASELINE_INPUTS, load_baseline
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
 from programs.scoring import score_program
@@ -69,7 +69,7 @@ def evaluate_student(compile_run: str | Path, reasoner: str, predictor: str | No
             baseline = load_baseline(hybrid["baseline"], taxonomy=taxonomy)
             program = HybridNextOccupation(baseline=baseline, k_candidates=int(hybrid["k_candidates"]), mode=mode,
                                            lm=lm, predictor_lm=predictor, taxonomy=taxonomy)
-            inputs = ("history", "states", "career")
+            inputs = BASELINE_INPUTS
         else:
             program = NextOccupation(mode=mode, lm=lm, predictor_lm=predictor, taxonomy=taxonomy)
         scores, _ = score_program(program, examples, taxonomy, threads=threads, inputs=inputs)

@@ -12,6 +12,8 @@ from programs.baselines import BASELINES, _StateBaseline
 
 #: Every baseline kind, including the GRU ``sequence`` baseline of :mod:`programs.sequence_model` (loaded lazily).
 BASELINE_KINDS: tuple[str, ...] = tuple(sorted(BASELINES)) + ("sequence",)
+#: The example fields a baseline (and the hybrid program's baseline) reads: past job states need the structure.
+BASELINE_INPUTS: tuple[str, ...] = ("history", "states", "career")
 
 
 def make_baseline(name: str, **kwargs: Any) -> _StateBaseline:

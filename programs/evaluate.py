@@ -38,7 +38,7 @@ from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
 from metrics.accuracy import evaluate_predictions
 from metrics.judge import ReasonJudge
-from programs.baseline_registry import BASELINE_KINDS, make_baseline
+from programs.baseline_registry import BASELINE_INPUTS, BASELINE_KINDS, make_baseline
 from programs.factory import build_program
 from programs.scoring import score_program
 from runkit.cli import RUN_ERRORS, print_error, run_cli
@@ -282,7 +282,7 @@ def _score_lm_program(config: EvalConfig, run_dir: Path, train: list, evalset: l
     judge = ReasonJudge(judge_spec) if judge_spec is not None and config.program != "direct" else None
     if judge is not None:
         tracker.register(judge.lm, "judge")
-    inputs = ("history", "states", "career") if config.program == "hybrid" else None
+    inputs = BASELINE_INPUTS if config.program == "hybrid" else None
     logger.info("Evaluating %s (%s) on %d %s examples", config.program, config.lm, len(evalset), config.split)
     scored, records = score_program(program, evalset, taxonomy, judge=judge, threads=config.threads,
                                     ks=tuple(sorted({1, config.k})), inputs=inputs)

@@ -38,7 +38,7 @@ from careers.onet import OnetTaxonomy
 from careers.user_data import CSV_COLUMNS, CSV_REQUIRED, EDU_FIELDS, JOB_FIELDS, _cell, _entry_errors
 from lms.model_store import DEFAULT_SPEC
 from lms.resolve import lm_spec
-from programs.baseline_registry import load_baseline
+from programs.baseline_registry import BASELINE_INPUTS, load_baseline
 from programs.factory import BASELINE_NAMES, PROGRAM_NAMES, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.manifest import MANIFEST_FILE
@@ -51,8 +51,6 @@ from runkit.provenance import write_provenance
 from runkit.run_dir import make_run_dir
 
 logger = logging.getLogger(__name__)
-
-BASELINE_INPUTS = ("history", "states", "career")  # what the supervised baselines (and the hybrid's) read
 
 ONET_ONLINE = "https://www.onetonline.org/link/summary/{code}"
 BAD_LINE_MODES = ("error", "skip")
