@@ -36,6 +36,7 @@ class OptimizeConfig:
     mode: str = field(default="two_step", metadata={"help": "Program mode: two_step or joint (joint adds single-call rows to sft_joint.jsonl)."})
     teacher_lm: str | dict[str, Any] = field(default=DEFAULT_SPEC, metadata={"help": "LM of the teacher that writes candidate reasons: a spec string or a mapping {model, api_base, api_key_env, max_tokens, temperature, num_retries} (YAML, or YAML flow text as a flag); 'evidence' for the LM-free EvidenceTeacher, 'evidence+<lm spec>' to have that LM rewrite the evidence as prose (grounding-checked)."})
     judge_lm: str | dict[str, Any] = field(default=DEFAULT_SPEC, metadata={"help": "LM of the judge: a spec string or a mapping like teacher_lm (e.g. {model: openai/gpt-4.1-mini, api_key_env: OPENAI_API_KEY}); 'heuristic' for the LM-free HeuristicJudge."})
+    judge_minority_penalty: int = field(default=0, metadata={"help": "judge_lm: heuristic only: coherence points (0-4) taken off a reason that puts forward a move whose stated share is under half of the commonest move's from the same state ('5% went next to Y. That points to Y next.'); 0 keeps the rule off."})
     judge_likelihood: bool = field(default=False, metadata={"help": "judge_lm: heuristic only: move utility by the gain in the (local) predictor's log-likelihood of the gold with the reason over without it (one forward pass per reason)."})
     predictor_lm: str | dict[str, Any] | None = field(default=None, metadata={"help": "LM spec (string or mapping) of the program's steps (predictor, optimized and evaluated program); default: teacher_lm, or local:gemma-3-270m when the teacher is 'evidence'."})
     student_tokenizer: str | None = field(default=None, metadata={"help": "Evidence teacher: tokenizer that measures the 80-token reason budget: 'embedded' (the embedded Gemma 3 270M), a tokenizer.json path or a Hugging Face model folder; default a length estimate."})
@@ -112,6 +113,10 @@ class OptimizeConfig:
         if self.hybrid_k_candidates < 1 or self.hybrid_folds < 2:
             raise ValueError(f"hybrid_k_candidates must be >= 1 and hybrid_folds >= 2, got {self.hybrid_k_candidates} "
                              f"and {self.hybrid_folds}.")
+        if not 0 <= self.judge_minority_penalty <= 4:
+            raise ValueError(f"judge_minority_penalty must be in [0, 4] coherence points, got {self.judge_minority_penalty}.")
+        if self.judge_minority_penalty and self.judge_lm != "heuristic":
+            raise ValueError("judge_minority_penalty is a rule of the heuristic judge; set judge_lm: heuristic or remove it.")
         if not 0 <= self.metric_threshold <= 1:
             raise ValueError(f"metric_threshold must be in [0, 1] (a JudgeMetric score), got {self.metric_threshold}.")
         if not 0 <= self.temperature <= 2:

@@ -144,7 +144,7 @@ def build_judge(config: OptimizeConfig, taxonomy: OnetTaxonomy, stats: Transitio
         if config.judge_likelihood and likelihood_lm is None:
             logger.warning("judge_likelihood needs a local predictor LM; utility stays LM-free.")
         return HeuristicJudge(taxonomy, stats, weights=config.weights, thresholds=config.thresholds,
-                              predictor_lm=likelihood_lm)
+                              predictor_lm=likelihood_lm, minority_penalty=config.judge_minority_penalty)
     judge_lm = judge_lm or lm_spec(config.judge_lm, role="judge_lm", api_base=config.api_base,
                                    max_tokens=config.max_tokens)
     return ReasonJudge(judge_lm, weights=config.weights, thresholds=config.thresholds, retries=1)

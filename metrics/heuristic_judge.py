@@ -11,7 +11,9 @@ it unchanged. The rules:
 * **coherence** -- 5 minus one point per problem: a year span that runs backwards, contradictory statements (a stated
   rise and fall of the job zone, "never changed" beside stated changes, two different counts of jobs or changes), a
   repeated sentence or a word repeated three times in a row; a cut-off ending (no final punctuation, or a dangling last
-  word) costs two. Floor 1.
+  word) costs two. With ``minority_penalty`` (off by default), a reason that puts forward a move whose stated share is
+  under half of the commonest move's from the same state (a minority move called the next step) loses that many
+  points. Floor 1.
 * **utility** -- the next occupations the reason implies (:func:`implied_occupations`: O*NET titles, or training-split
   state titles, named in forward-looking sentences) against the gold: 5 when they contain the gold (4 when more than
   three are implied), 3 when one is an O*NET related occupation of the gold, 2 when one shares its SOC minor group,
@@ -122,6 +124,7 @@ class HeuristicJudge(dspy.Module):
         predictor_lm: Optional local predictor LM for the likelihood gain (module doc); None keeps utility LM-free.
         gain_step: Log-likelihood gain (nats) worth one utility point.
         max_likelihood_calls: Bound on the reasons scored with the predictor (the rest stay LM-free).
+        minority_penalty: Coherence points taken off a reason that puts forward a minority move (module doc; 0: off).
     """
 
     accepts_gold_codes = True
@@ -129,8 +132,11 @@ class HeuristicJudge(dspy.Module):
     def __init__(self, taxonomy: OnetTaxonomy, stats: TransitionStats | None = None, *,
                  weights: Mapping[str, float] | None = None, thresholds: Mapping[str, int] | None = None,
                  tolerance: float = 1.0, predictor_lm: Any = None, gain_step: float = 1.0,
-                 max_likelihood_calls: int = 10_000):
+                 max_likelihood_calls: int = 10_000, minority_penalty: int = 0):
         super().__init__()
+        if not 0 <= int(minority_penalty) <= 4:
+            raise ValueError(f"minority_penalty must be an integer in [0, 4] (coherence points), got {minority_penalty!r}")
+        self.minority_penalty = int(minority_penalty)
         self.predictor_lm = predictor_lm
         self.gain_step = float(gain_step)
         self.max_likelihood_calls = int(max_likelihood_calls)
@@ -170,6 +176,22 @@ class HeuristicJudge(dspy.Module):
             if not ok:
                 wrong.append(m.group(0))
         return n, wrong
+
+    def minority_moves(self, reason: str) -> list[str]:
+        """The stated statistics whose move the reason puts forward although its share is under half of the
+        commonest move's (staying excluded) from the same state."""
+        if self.stats is None:
+            return []
+        implied = set(implied_occupations(reason, "", self.index))
+        out = []
+        for m in STAT_RE.finditer(reason or ""):
+            if not {c for _, codes in self.index.find(m.group(4)) for c in codes} & implied:
+                continue
+            tops = [self.stats.top_next(src, 1, exclude=[src]) for src in self._states(m.group(2))]
+            top = max((t[0][2] for t in tops if t), default=None)
+            if top is not None and float(m.group(3)) < 50 * top:
+                out.append(m.group(0))
+        return out
 
     def factuality(self, history: str, reason: str) -> tuple[int, str]:
         """The factuality score and its justification."""
@@ -212,6 +234,9 @@ class HeuristicJudge(dspy.Module):
         score = 5 - len(problems) - (2 if cut else 0)
         if cut:
             problems.append("cut-off ending")
+        if self.minority_penalty and (minority := self.minority_moves(text)):
+            score -= self.minority_penalty
+            problems.append(f"a minority move put forward: {minority[0]!r}")
         return max(1, score), "; ".join(problems) or "no problem found"
 
     def _gold(self, occupation: str | None, gold_codes: Sequence[str] | None) -> list[str]:

@@ -61,7 +61,7 @@ def test_transition_statistics_use_the_training_split_only(tmp_path):
 
 @pytest.mark.parametrize("field,value,match", [
     ("judge_lm", "evidence", "not a judge"), ("teacher_lm", "heuristic", "not a teacher"),
-    ("teacher_lm", "evidence-gpt", "evidence\\+<lm spec>")])
+    ("teacher_lm", "evidence-gpt", "evidence\\+<lm spec>"), ("judge_minority_penalty", 5, "in \\[0, 4\\]")])
 def test_config_rejects_misplaced_offline_roles(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
         config(tmp_path, **{field: value})
@@ -78,3 +78,12 @@ def test_student_tokenizer_spec(tmp_path):
     assert load_tokenizer(None) is None
     with pytest.raises(FileNotFoundError, match="student_tokenizer"):
         load_tokenizer(str(tmp_path))
+
+
+def test_judge_minority_penalty_reaches_the_judge(tmp_path, taxonomy):
+    from compile.optimize import build_judge
+
+    with pytest.raises(ValueError, match="rule of the heuristic judge"):
+        config(tmp_path, judge_lm="openai/gpt-4.1-mini", judge_minority_penalty=2)
+    assert build_judge(config(tmp_path, judge_minority_penalty=2), taxonomy, None).minority_penalty == 2
+    assert build_judge(config(tmp_path), taxonomy, None).minority_penalty == 0

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from careers.synthetic_dataset import load_synthetic
-from careers.transitions import TransitionStats
+from careers.transitions import TransitionStats, job_state
 from metrics.heuristic_judge import HeuristicJudge, TitleIndex, implied_occupations
 from metrics.judge import CRITERIA
 from programs.evidence_teacher import EvidenceTeacher
@@ -143,3 +143,51 @@ def test_likelihood_gain_moves_utility_by_one_point_and_is_bounded(world, monkey
     assert calls.count(None) == 1  # the reason-free likelihood is computed once per history
     _judge(judge, ex, reason + " Again.")
     assert judge.likelihood_gain(ex.history, reason, ex.occupation) is None  # bound of 3 reached
+
+
+def test_minority_penalty_hits_a_minority_move_called_next_not_the_commonest(world, taxonomy):
+    splits, teacher, judge = world
+    stats = teacher.stats
+    strict = HeuristicJudge(taxonomy, stats, minority_penalty=2)
+    # a state whose commonest move has at least twice the share of another one, both with O*NET titles
+    src, moves = next((s, [m for m in stats.top_next(s, 10, exclude=[s]) if stats.state_codes(m[0])])
+                      for s in sorted(stats.counts) if len([m for m in stats.top_next(s, 10, exclude=[s])
+                                                            if stats.state_codes(m[0])]) >= 2
+                      and stats.top_next(s, 10, exclude=[s])[-1][2] * 2 < stats.top_next(s, 1, exclude=[s])[0][2])
+    top, low = moves[0], moves[-1]
+
+    def reason(dst):
+        name = taxonomy.title(stats.state_codes(dst[0])[0]).lower()
+        return (f"The history shows one job. Of {stats.total(src):,} recorded moves from {stats.title(src).lower()}, "
+                f"{round(100 * dst[2])}% went next to {name}. That points to {name} next.")
+
+    assert strict.minority_moves(reason(low)) and not strict.minority_moves(reason(top))
+    assert strict.coherence(reason(low))[0] == judge.coherence(reason(low))[0] - 2
+    assert "minority move" in strict.coherence(reason(low))[1]
+    assert strict.coherence(reason(top)) == judge.coherence(reason(top))
+    assert judge.minority_moves(reason(low)) and judge.minority_penalty == 0  # found, but off by default
+    # the teacher's own reasons: its common pattern is never penalised, a minority rationalization is
+    hit = common = 0
+    for ex in splits.train:
+        kw = dict(history=ex.history, career=ex.career, occupation=ex.occupation, onet_code=ex.onet_code,
+                  gold_codes=ex.gold_codes)
+        for pattern in ("rationalization", "common"):
+            try:
+                text = teacher(**kw, pattern=pattern).reason
+            except ValueError:  # the pattern does not apply to this history
+                continue
+            m = re.search(r"of ([\d,]+) recorded moves from (.+?), (\d+)% went next to", text)
+            if not m:
+                continue
+            cur = job_state([j for j in ex.career["jobs"] if j.get("title")][-1])  # the teacher's current state
+            share = stats.top_next(cur, 1, exclude=[cur])[0][2]
+            if pattern == "common":
+                assert strict.coherence(text) == judge.coherence(text)
+                common += 1
+            elif int(m.group(3)) < 50 * share - 1:  # clear of rounding
+                assert strict.coherence(text)[0] == max(1, judge.coherence(text)[0] - 2)
+                hit += 1
+    assert hit >= 1 and common >= 5
+    assert HeuristicJudge(taxonomy, None, minority_penalty=2).minority_moves(reason(low)) == []
+    with pytest.raises(ValueError, match="minority_penalty"):
+        HeuristicJudge(taxonomy, stats, minority_penalty=5)
