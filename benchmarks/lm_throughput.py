@@ -15,7 +15,9 @@ model, :func:`lms.bf16_weights.full_precision`):
 * ``predictions_per_s`` for the ``two_step`` and ``joint`` programs on NLSY79 dev histories (16 threads);
 * ``peak_rss_mb_during``: each phase's own peak RSS (load, floor, decode speeds, ranking, programs; on Linux the
   freed heap is returned and the kernel's high-water mark reset before a phase), ``inference_peak_rss_mb`` (the
-  programs phase: what serving two-step and joint predictions holds) and ``peak_rss_mb`` (the largest of them).
+  programs phase: what serving two-step and joint predictions holds) and ``peak_rss_mb`` (the largest of them);
+* ``other_cpu_share_during``: per phase, the share of the CPUs other processes used (:mod:`benchmarks.contention`);
+  a phase above 10% is named in a warning and under the table, as its speeds understate the machine.
 
 Usage: ``python -m benchmarks.lm_throughput --out DIR [--n 64] [--new_tokens 32] [--agreement 0]``.
 ``--agreement N`` also ranks N dev prompts with both the exact search and the beam and reports how often they agree
@@ -42,6 +44,7 @@ import dspy  # noqa: E402
 import torch  # noqa: E402
 
 import lms  # noqa: E402
+from benchmarks.contention import Contention, contended  # noqa: E402
 from benchmarks.rank_agreement import agreement as beam_agreement  # noqa: E402
 from careers.datasets import load_dataset  # noqa: E402
 from careers.onet import OnetTaxonomy  # noqa: E402
@@ -255,6 +258,13 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
     loaded = lm._engine_spec.loaded(lm.model)
     phases = {"load": peak_rss_mb()}  # each phase's own peak RSS
     resets = reset_peak_rss()
+    watch, others = Contention(), {}
+
+    def phase_done(name: str) -> None:
+        phases[name], others[name] = peak_rss_mb(), watch.share()
+        reset_peak_rss()
+        watch.mark()
+
     examples = dev_histories(max(n, agreement))
     histories = [ex.history for ex in examples]
     result: dict[str, Any] = {"cpu": cpu_info(), "gpu": gpu_info(), "device": loaded.device, "dtype": loaded.dtype,
@@ -265,18 +275,20 @@ def run(n: int = 64, new_tokens: int = 32, agreement: int = 0, dtype: str | None
         result["floor_tok_s"] = {str(b): floor_tok_s(loaded.model, b) for b in BATCHES}
     result["flops_per_token"] = flops_per_token(loaded.model)
     result["floor_tok_s_from_matmul_gflops"] = round(result["matmul_gflops"] * 1e9 / result["flops_per_token"], 1)
-    phases["floor"] = peak_rss_mb()
-    reset_peak_rss()
+    phase_done("floor")
     result.update(decode_speeds(loaded, histories, new_tokens))
-    phases["decode_speeds"] = peak_rss_mb()
-    reset_peak_rss()
+    phase_done("decode_speeds")
     result.update(ranking(lm, examples, agreement))
-    phases["ranking"] = peak_rss_mb()
-    reset_peak_rss()
+    phase_done("ranking")
     result["rank_exact_floor_s_per_prediction"] = exact_floor_s(result["rank_exact_nodes_per_prediction"],
                                                                 result["flops_per_token"], result["matmul_gflops"])
     result["programs"] = program_speed(lm, examples[:n], threads)
-    phases["programs"] = peak_rss_mb()
+    phase_done("programs")
+    result["other_cpu_share_during"] = others
+    if busy := contended(others):
+        logger.warning("Other processes used %s of the CPUs during these phases; their speeds understate this "
+                       "machine: run the benchmark on an otherwise idle machine.",
+                       ", ".join(f"{v:.0%} ({k})" for k, v in busy.items()))
     result["peak_rss_mb_during"], result["peak_rss_reset"] = phases, resets
     result["inference_peak_rss_mb"] = phases["programs"]
     result["predictions_per_s"] = {m: v["predictions_per_s"] for m, v in result["programs"].items()}
@@ -326,6 +338,10 @@ def table(result: dict[str, Any]) -> str:
     for mode, v in result["programs"].items():
         lines.append(f"{mode}: {v['predictions_per_s']} predictions/s ({result['n']} NLSY79 dev histories, "
                      f"{v['wall_s']} s, valid titles {v['valid_title_rate']:.0%})")
+    if busy := contended(result.get("other_cpu_share_during") or {}):
+        lines.append("CONTENDED: other processes used " + ", ".join(f"{v:.0%} of the CPUs during {k}"
+                                                                  for k, v in busy.items())
+                     + "; those figures understate this machine")
     during = "during" if result.get("peak_rss_reset") else "so far after"
     lines.append(f"peak RSS: {result['peak_rss_mb']} MB; inference (programs) {result['inference_peak_rss_mb']} MB "
                  f"({during} " + ", ".join(f"{k} {v}" for k, v in result.get("peak_rss_mb_during", {}).items()) + ")")

@@ -93,3 +93,50 @@ def test_exact_search_floor_is_its_nodes_arithmetic_at_the_matmul_rate():
 
     assert exact_floor_s(500, 2e9, 100.0) == 10.0  # 500 nodes x 2 GFLOP at 100 GFLOP/s
     assert exact_floor_s(592, 0.536e9, 170.0) == pytest.approx(1.867, abs=1e-3)
+
+
+def test_contention_is_other_processes_share_of_the_cpus(monkeypatch, tmp_path):
+    import benchmarks.contention as ct
+
+    clock = {"wall": 100.0, "busy": 1000.0, "own": 50.0}
+    monkeypatch.setattr(ct.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(ct, "busy_cpu_s", lambda: clock["busy"])
+    monkeypatch.setattr(ct, "own_cpu_s", lambda: clock["own"])
+    watch = ct.Contention(cpus=2)
+    clock.update(wall=110.0, busy=1018.0, own=64.0)  # 10 s on 2 CPUs: 18 busy, 14 of them ours
+    assert watch.share() == 0.2
+    assert ct.contended({"ranking": 0.2, "floor": 0.05, "load": None}) == {"ranking": 0.2}
+    watch.mark()
+    clock.update(wall=120.0, busy=1038.0, own=84.0)  # only this process
+    assert watch.share() == 0.0
+
+
+def test_contention_reads_proc_stat_or_says_none(monkeypatch, tmp_path):
+    import benchmarks.contention as ct
+
+    if ct.busy_cpu_s() is not None:
+        share = ct.Contention().share()
+        assert share is None or 0.0 <= share <= 1.0
+    monkeypatch.setattr(ct, "_STAT", tmp_path / "missing")
+    assert ct.busy_cpu_s() is None and ct.Contention().share() is None
+    (tmp_path / "stat").write_text("cpu  100 0 50 1000 10 0 0 5 0 0\ncpu0 1 2 3\n")
+    monkeypatch.setattr(ct, "_STAT", tmp_path / "stat")
+    assert ct.busy_cpu_s() == pytest.approx(155 / ct.os.sysconf("SC_CLK_TCK"))
+
+
+def test_throughput_table_flags_contended_phases():
+    from benchmarks.lm_throughput import table
+
+    result = {"cpu": {"model": "x", "flags": ["avx2"], "torch_capability": "AVX2"}, "device": "cpu",
+              "dtype": "float32", "torch_threads": 2, "matmul_gflops": 100.0,
+              "floor_tok_s": {b: 10.0 for b in ("1", "8", "32")}, "hf_generate_tok_s": {b: 5.0 for b in ("1", "8", "32")},
+              "engine_tok_s": {b: 8.0 for b in ("1", "8", "32")}, "prefill_tok_s": {b: 50.0 for b in ("1", "8", "32")},
+              "rank_s_per_prediction": 0.4, "rank_with_prefill_s_per_prediction": 0.8, "rank_width": 10,
+              "rank_first_width": 0, "rank_exact_s_per_prediction": 3.0, "rank_exact_nodes_per_prediction": 500,
+              "programs": {}, "n": 4, "peak_rss_mb": 1.0, "inference_peak_rss_mb": 1.0,
+              "other_cpu_share_during": {"floor": 0.01, "decode_speeds": 0.42}}
+    text = table(result)
+    assert "CONTENDED" in text and "42% of the CPUs during decode_speeds" in text and "floor" not in text.split(
+        "CONTENDED")[1].split(";")[0]
+    result["other_cpu_share_during"] = {"floor": 0.01}
+    assert "CONTENDED" not in table(result)
