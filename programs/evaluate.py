@@ -78,6 +78,11 @@ class EvalConfig:
     data_dir: str | None = field(default=None, metadata={
         "help": "Data directory with onet/, soc/, nlsy79/ (default: $NEXTOCC_DATA_DIR or the user cache)."})
     seed: int = field(default=0, metadata={"help": "Seed of the person-level split (and of synthetic data)."})
+    synthetic_persons: int | None = field(default=None, metadata={
+        "help": "Persons generated for --dataset synthetic (default: the generator's); the same number as a compile "
+                "run's synthetic_persons evaluates on that run's world and split."})
+    motives: bool = field(default=False, metadata={
+        "help": "--dataset synthetic only: the latent-motive world (careers.motives), as compile's motives: true."})
     output_dir: str = field(default="runs", metadata={"help": "Parent folder of the run directories."})
     run_name: str | None = field(default=None, metadata={
         "help": "Name of this run's directory (default: <program>-<dataset>-<timestamp>)."})
@@ -118,6 +123,10 @@ class EvalConfig:
             raise ValueError(f"max_examples must be positive, got {self.max_examples}.")
         if not self.dataset:
             raise ValueError("dataset must not be empty (nlsy79, synthetic or jsonl:PATH).")
+        if (self.synthetic_persons is not None or self.motives) and self.dataset != "synthetic":
+            raise ValueError(f"synthetic_persons and motives apply to --dataset synthetic only, not {self.dataset!r}.")
+        if self.synthetic_persons is not None and self.synthetic_persons < 10:
+            raise ValueError(f"synthetic_persons must be >= 10, got {self.synthetic_persons}.")
         self.baseline_options = _yaml_mapping("baseline_options", self.baseline_options,
                                               "'{hidden_size: 128, epochs: 20}'")
         self.hybrid_options = _yaml_mapping("hybrid_options", self.hybrid_options,
@@ -146,7 +155,8 @@ def _yaml_mapping(name: str, value: Any, example: str) -> dict[str, Any] | None:
 
 
 def _load_splits(config: EvalConfig) -> Any:
-    return load_splits(config.dataset, config.data_dir, config.seed)
+    return load_splits(config.dataset, config.data_dir, config.seed, synthetic_persons=config.synthetic_persons,
+                       motives=config.motives)
 
 
 def _prediction_record(example: Any, pred: Any, row: dict[str, Any]) -> dict[str, Any]:

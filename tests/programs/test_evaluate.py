@@ -250,3 +250,22 @@ def test_hybrid_options_reach_the_hybrid_program(tmp_path, taxonomy):
     rows = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
     # "Astronomers" is no candidate of the fitted baseline: each answer is the baseline's first candidate instead
     assert all(r["occupation"] != "Astronomers" and len(r["ranked"]) <= 2 for r in rows)
+
+
+def test_synthetic_world_options_evaluate_on_the_compile_runs_world(taxonomy_data_dir, tmp_path):
+    from careers.datasets import load_splits
+
+    with pytest.raises(ValueError, match="--dataset synthetic only"):
+        EvalConfig(dataset="nlsy79", motives=True)
+    with pytest.raises(ValueError, match="synthetic_persons must be >= 10"):
+        EvalConfig(synthetic_persons=3)
+    rc = main(["--dataset", "synthetic", "--synthetic_persons", "120", "--motives", "true", "--program", "markov",
+               "--split", "dev", "--data-dir", str(taxonomy_data_dir), "--output-dir", str(tmp_path),
+               "--run-name", "motives", "--log_level", "WARNING"])
+    assert rc == 0
+    world = load_splits("synthetic", taxonomy_data_dir, 0, synthetic_persons=120, motives=True)
+    default = load_splits("synthetic", taxonomy_data_dir, 0)
+    preds = read_jsonl(tmp_path / "motives" / "predictions.jsonl")
+    assert len(preds) == len(world.dev) != len(default.dev)
+    assert [p["person_id"] for p in preds] == [ex.person_id for ex in world.dev]
+    assert yaml.safe_load((tmp_path / "motives" / "config.yaml").read_text())["motives"] is True
