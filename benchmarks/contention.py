@@ -8,12 +8,9 @@ process's own CPU time, over the phase's wall time times the CPU count. Linux on
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 #: Above this share of the CPUs used by other processes, a phase's figures are flagged as contended.
 CONTENDED = 0.10

@@ -178,15 +178,12 @@ class HeuristicJudge(dspy.Module):
         return n, wrong
 
     def minority_moves(self, reason: str) -> list[str]:
-        """The stated statistics whose move the reason puts forward although its share is under half of the
-        commonest move's (staying excluded) from the same state."""
+        """The stated statistics whose share is under half of the commonest move's (staying excluded) from the same
+        state: a statistic's "went next to Y" puts Y forward (:func:`implied_occupations` counts it so too)."""
         if self.stats is None:
             return []
-        implied = set(implied_occupations(reason, "", self.index))
         out = []
         for m in STAT_RE.finditer(reason or ""):
-            if not {c for _, codes in self.index.find(m.group(4)) for c in codes} & implied:
-                continue
             tops = [self.stats.top_next(src, 1, exclude=[src]) for src in self._states(m.group(2))]
             top = max((t[0][2] for t in tops if t), default=None)
             if top is not None and float(m.group(3)) < 50 * top:
