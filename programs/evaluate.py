@@ -20,6 +20,7 @@ the results table.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -43,7 +44,7 @@ from programs.factory import build_program
 from programs.scoring import score_program
 from runkit.cli import RUN_ERRORS, print_error, run_cli
 from runkit.config import load_config
-from runkit.files import JsonlWriter, redact, write_config, write_json
+from runkit.files import JsonlWriter, read_jsonl, redact, write_config, write_json
 from runkit.provenance import write_provenance
 from runkit.run_dir import RunFailed, make_run_dir
 
@@ -307,6 +308,28 @@ def _score_lm_program(config: EvalConfig, run_dir: Path, train: list, evalset: l
     }
     write_json(run_dir / "metrics.json", results)
     return results
+
+
+def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The results dict (``metrics.json``) and per-example records (``predictions.jsonl``) of an evaluate run.
+
+    Raises:
+        FileNotFoundError: When the directory lacks either file.
+        ValueError: For a record without ``person_id``, ``gold_occupation`` or ``scores``, naming the line.
+    """
+    run_dir = Path(run_dir)
+    for name in ("metrics.json", "predictions.jsonl"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} does not exist; pass a run directory of python -m "
+                                    "programs.evaluate (it writes metrics.json and predictions.jsonl).")
+    results = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    records = read_jsonl(run_dir / "predictions.jsonl")
+    for i, rec in enumerate(records, 1):
+        missing = [k for k in ("person_id", "gold_occupation", "scores") if not isinstance(rec, dict) or k not in rec]
+        if missing or not isinstance(rec["scores"], dict):
+            raise ValueError(f"{run_dir / 'predictions.jsonl'}, record {i}: missing {missing or ['scores']}; "
+                             "is it a programs.evaluate run?")
+    return results, records
 
 
 def results_table(results: Sequence[dict[str, Any]]) -> str:
