@@ -22,6 +22,7 @@ CLAIMS=${CLAIMS:-1}
 mkdir -p runs/logs
 step() { echo "== $(date +%T) $*"; }
 ran=0
+t_start=$(date +%s)
 
 for ds in $DATASETS; do
   case "$ds" in
@@ -79,4 +80,4 @@ else
   $PY -m experiments.paper_claims --config configs/claims_laptop.yaml --datasets "$datasets" ${CLAIMS_ARGS:-} \
       2>&1 | tee runs/logs/claims_laptop.log | tail -80
 fi
-step done
+step "done: total wall time $(($(date +%s) - t_start)) s"

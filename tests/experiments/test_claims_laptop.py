@@ -125,6 +125,7 @@ def test_script_runs_each_step_once_and_skips_finished_ones(laptop):
     assert "--mode direct" in calls[2] and "--max_train_rows 1053" in calls[2] and "--train_steps" not in calls[2]
     assert "--datasets nlsy79" in calls[3]
     assert "student nlsy79 joint: training wall time" in proc.stdout
+    assert "done: total wall time" in proc.stdout.splitlines()[-1]
     # everything done: nothing runs again
     proc, calls = laptop(DATASETS="nlsy79", STUDENTS="joint,direct")
     assert proc.returncode == 0 and calls == [] and "skipped" in proc.stdout
