@@ -315,7 +315,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
 
     Raises:
         FileNotFoundError: When the directory lacks either file.
-        ValueError: For a record without ``person_id``, ``gold_occupation`` or ``scores``, naming the line.
+        ValueError: For a record without ``person_id``, ``gold_occupation`` or a ``scores`` mapping, naming the record.
     """
     run_dir = Path(run_dir)
     for name in ("metrics.json", "predictions.jsonl"):
@@ -327,8 +327,8 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     for i, rec in enumerate(records, 1):
         missing = [k for k in ("person_id", "gold_occupation", "scores") if not isinstance(rec, dict) or k not in rec]
         if missing or not isinstance(rec["scores"], dict):
-            raise ValueError(f"{run_dir / 'predictions.jsonl'}, record {i}: missing {missing or ['scores']}; "
-                             "is it a programs.evaluate run?")
+            problem = f"missing {missing}" if missing else "'scores' is not a mapping"
+            raise ValueError(f"{run_dir / 'predictions.jsonl'}, record {i}: {problem}; is it a programs.evaluate run?")
     return results, records
 
 
