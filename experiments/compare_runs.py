@@ -82,17 +82,15 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
     Raises:
         ValueError: When the runs differ in dataset or split, cover different examples, or lack a metric.
     """
-    loaded = [(run, *read_run(run)) for run in config.runs]
-    ref_run, ref_res, ref_recs = loaded[0]
-    ref = _keyed(ref_recs)
+    loaded = [(run, res, _keyed(recs)) for run in config.runs for res, recs in [read_run(run)]]
+    ref_run, ref_res, ref = loaded[0]
     if not ref:
         raise ValueError(f"{ref_run}: predictions.jsonl holds no examples.")
-    for run, res, recs in loaded[1:]:
+    for run, res, keys in loaded[1:]:
         for key in ("dataset", "split"):
             if res.get(key) != ref_res.get(key):
                 raise ValueError(f"{run}: {key} {res.get(key)!r} differs from the reference's {ref_res.get(key)!r}; "
                                  "compare runs of the same dataset and split.")
-        keys = _keyed(recs)
         if set(keys) != set(ref):
             only_ref, only_run = len(set(ref) - set(keys)), len(set(keys) - set(ref))
             raise ValueError(f"{run}: {only_run} examples not in the reference {ref_run} and {only_ref} of it missing; "
@@ -100,8 +98,7 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
     order = list(ref)
     groups = [k[0] for k in order]
     per_run = []
-    for run, res, recs in loaded:
-        keyed = _keyed(recs)
+    for run, res, keyed in loaded:
         missing = [m for m in config.metrics if m not in keyed[order[0]]["scores"]]
         if missing:
             raise ValueError(f"{run}: no per-example score {missing}; choose from {sorted(keyed[order[0]]['scores'])}.")

@@ -56,3 +56,26 @@ def taxonomy_data_dir() -> Path:
 def taxonomy(taxonomy_data_dir) -> OnetTaxonomy:
     """The O*NET-SOC 2019 taxonomy, loaded once per session."""
     return OnetTaxonomy.load(taxonomy_data_dir)
+
+
+@pytest.fixture
+def tiny_splits():
+    """Four O*NET titles, five training careers and two dev careers (dev transitions A->B, B->C, D->A, A->C)."""
+    from careers.history import CareerHistory
+    from careers.splits import DatasetSplits
+
+    a, b, c, d = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"
+    titles = {a: "Software Developers", b: "Software Quality Assurance Analysts and Testers",
+              c: "Computer and Information Systems Managers", d: "Registered Nurses"}
+
+    def examples(paths, prefix):
+        out = []
+        for i, path in enumerate(paths):
+            jobs = [{"title": titles[k], "onet_code": k, "start_year": 2000 + 2 * j} for j, k in enumerate(path)]
+            h = CareerHistory.from_dict({"person_id": f"{prefix}{i}", "jobs": jobs})
+            out.extend(h.prefix(n).to_example(h.jobs[n], occupation=titles[h.jobs[n].onet_code])
+                       for n in range(1, len(path)))
+        return out
+
+    train = examples([[a, b, c]] * 3 + [[d, a, b], [b, c, a]], "t")
+    return DatasetSplits(train=train, dev=examples([[a, b, c], [d, a, c]], "d"), test=[], name="tiny")

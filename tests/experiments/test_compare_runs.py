@@ -7,32 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from careers.history import CareerHistory
-from careers.splits import DatasetSplits
 from experiments.compare_runs import CompareConfig, compare_runs, main
 from programs.evaluate import EvalConfig, read_run, run_evaluation
 
-A, B, C, D = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"
-TITLES = {A: "Software Developers", B: "Software Quality Assurance Analysts and Testers",
-          C: "Computer and Information Systems Managers", D: "Registered Nurses"}
-
-
-def _examples(paths, prefix):
-    out = []
-    for i, path in enumerate(paths):
-        jobs = [{"title": TITLES[c], "onet_code": c, "start_year": 2000 + 2 * j} for j, c in enumerate(path)]
-        h = CareerHistory.from_dict({"person_id": f"{prefix}{i}", "jobs": jobs})
-        out.extend(h.prefix(n).to_example(h.jobs[n], occupation=TITLES[h.jobs[n].onet_code])
-                   for n in range(1, len(path)))
-    return out
-
 
 @pytest.fixture
-def runs(taxonomy, tmp_path):
+def runs(taxonomy, tiny_splits, tmp_path):
     """frequency and markov runs on the same dev examples (A->B, B->C, D->A, A->C; markov 3/4, frequency 2/4)."""
-    train = _examples([[A, B, C]] * 3 + [[D, A, B], [B, C, A]], "t")
-    dev = _examples([[A, B, C], [D, A, C]], "d")
-    splits = DatasetSplits(train=train, dev=dev, test=[], name="tiny")
+    splits = tiny_splits
     out = {}
     for program in ("frequency", "markov"):
         cfg = EvalConfig(dataset="tiny", program=program, output_dir=str(tmp_path), run_name=program, k=3)

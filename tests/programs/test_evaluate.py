@@ -10,34 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from careers.history import CareerHistory
-from careers.splits import DatasetSplits
 from programs.evaluate import EvalConfig, main, results_table, run_evaluation
 from runkit.config import ConfigError, load_config
 from runkit.files import JsonlWriter, read_jsonl, redact, write_config, write_json
 from runkit.run_dir import make_run_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
-A, B, C, D = "15-1252.00", "15-1253.00", "11-3021.00", "29-1141.00"
-TITLES = {A: "Software Developers", B: "Software Quality Assurance Analysts and Testers",
-          C: "Computer and Information Systems Managers", D: "Registered Nurses"}
-
-
-def _examples(paths, prefix):
-    out = []
-    for i, path in enumerate(paths):
-        jobs = [{"title": TITLES[c], "onet_code": c, "start_year": 2000 + 2 * j} for j, c in enumerate(path)]
-        h = CareerHistory.from_dict({"person_id": f"{prefix}{i}", "jobs": jobs})
-        out.extend(h.prefix(n).to_example(h.jobs[n], occupation=TITLES[h.jobs[n].onet_code])
-                   for n in range(1, len(path)))
-    return out
 
 
 @pytest.fixture
-def splits():
-    train = _examples([[A, B, C]] * 3 + [[D, A, B], [B, C, A]], "t")
-    dev = _examples([[A, B, C], [D, A, C]], "d")
-    return DatasetSplits(train=train, dev=dev, test=[], name="tiny")
+def splits(tiny_splits):
+    return tiny_splits
 
 
 # ---------------------------------------------------------------------- run_evaluation
