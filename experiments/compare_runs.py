@@ -82,7 +82,10 @@ def compare_runs(config: CompareConfig) -> dict[str, Any]:
     Raises:
         ValueError: When the runs differ in dataset or split, cover different examples, or lack a metric.
     """
-    loaded = [(run, res, _keyed(recs)) for run in config.runs for res, recs in [read_run(run)]]
+    loaded = []
+    for run in config.runs:
+        res, recs = read_run(run)
+        loaded.append((run, res, _keyed(recs)))
     ref_run, ref_res, ref = loaded[0]
     if not ref:
         raise ValueError(f"{ref_run}: predictions.jsonl holds no examples.")

@@ -14,11 +14,10 @@ from programs.evaluate import EvalConfig, read_run, run_evaluation
 @pytest.fixture
 def runs(taxonomy, tiny_splits, tmp_path):
     """frequency and markov runs on the same dev examples (A->B, B->C, D->A, A->C; markov 3/4, frequency 2/4)."""
-    splits = tiny_splits
     out = {}
     for program in ("frequency", "markov"):
         cfg = EvalConfig(dataset="tiny", program=program, output_dir=str(tmp_path), run_name=program, k=3)
-        out[program] = run_evaluation(cfg, splits=splits, taxonomy=taxonomy)["run_dir"]
+        out[program] = run_evaluation(cfg, splits=tiny_splits, taxonomy=taxonomy)["run_dir"]
     return out
 
 

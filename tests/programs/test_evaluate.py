@@ -18,17 +18,12 @@ from runkit.run_dir import make_run_dir
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture
-def splits(tiny_splits):
-    return tiny_splits
-
-
 # ---------------------------------------------------------------------- run_evaluation
-def test_run_evaluation_injected(splits, taxonomy, tmp_path):
+def test_run_evaluation_injected(tiny_splits, taxonomy, tmp_path):
     results = {}
     for program in ("frequency", "markov", "return_markov"):
         cfg = EvalConfig(dataset="tiny", program=program, output_dir=str(tmp_path), run_name=program, k=3)
-        results[program] = res = run_evaluation(cfg, splits=splits, taxonomy=taxonomy)
+        results[program] = res = run_evaluation(cfg, splits=tiny_splits, taxonomy=taxonomy)
         run_dir = Path(res["run_dir"])
         assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.json", "predictions.jsonl",
                                                        "model.json"}
