@@ -17,6 +17,9 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
   micro-batches of one row, and micro-batches twice as large.
 * ``fast_lora_top_half`` -- ``fast`` with LoRA on the upper half of the decoder layers only (``lora_top_layers``): the
   lower half runs forward only.
+* ``fast_no_lora_dropout`` -- ``fast`` with ``lora_dropout=0`` (PEFT then skips the dropout copy of each adapted
+  layer's input).
+* ``fast_torch_compile`` -- ``fast`` with TRL's ``torch_compile`` (Accelerate's dynamo plugin, inductor backend).
 
 Rows are a seeded sample across the data file, stratified by program step (:func:`finetune.data.cap_rows`), so every
 variant trains on the same mix of reason, predictor and joint rows.
@@ -55,7 +58,9 @@ VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": Tru
             "fast_batch1_accum4": {"plain": False, "bf16": None, "per_device_train_batch_size": 1,
                                    "gradient_accumulation_steps": 4},
             "fast_batch8": {"plain": False, "bf16": None, "per_device_train_batch_size": 8},
-            "fast_lora_top_half": {"plain": False, "bf16": None}}
+            "fast_lora_top_half": {"plain": False, "bf16": None},
+            "fast_no_lora_dropout": {"plain": False, "bf16": None, "lora_dropout": 0.0},
+            "fast_torch_compile": {"plain": False, "bf16": None, "sft_args": {"torch_compile": True}}}
 _TOP_HALF = {"fast_lora_top_half"}
 _NO_SHARED_PREFIX = {"fast_no_shared_prefix"}
 

@@ -11,13 +11,15 @@ from finetune.config import DistillConfig
 def test_lever_variants_run_and_report_ratios(tiny_model_dir, tmp_path):
     config = DistillConfig(joint_file="-", per_device_train_batch_size=2, max_length=256, lora_r=4, lora_alpha=8,
                            lora_target_modules=["q_proj", "v_proj"])
-    names = ["fast", "fast_no_grouping", "fast_batch1_accum4"]
+    names = ["fast", "fast_no_grouping", "fast_batch1_accum4", "fast_no_lora_dropout"]
     res = run_benchmark(str(tiny_model_dir), sft_rows(40), config, steps=1, variants=names, out_dir=tmp_path)
     assert list(res["variants"]) == names
     assert res["rows"] == 4 * 2  # the largest effective batch (1 x 4) times steps + 1
     assert all(v["tokens_per_s"] > 0 and v["peak_rss_mb"] > 0 for v in res["variants"].values())
     assert set(k for k in res if k.startswith("ratio")) == {"ratio_fast_vs_fast_no_grouping",
-                                                           "ratio_fast_vs_fast_batch1_accum4"}
+                                                           "ratio_fast_vs_fast_batch1_accum4",
+                                                           "ratio_fast_vs_fast_no_lora_dropout"}
     table = format_table(res)
     assert "fast_batch1_accum4" in table and "ratio_fast_vs_fast_no_grouping" in table
-    assert {"fast_fp32", "fast_batch8"} <= set(VARIANTS)
+    assert {"fast_fp32", "fast_batch8", "fast_torch_compile"} <= set(VARIANTS)
+    assert VARIANTS["fast_torch_compile"]["sft_args"] == {"torch_compile": True}
