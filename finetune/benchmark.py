@@ -19,7 +19,9 @@ its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak 
   lower half runs forward only.
 * ``fast_no_lora_dropout`` -- ``fast`` with ``lora_dropout=0`` (PEFT then skips the dropout copy of each adapted
   layer's input).
-* ``fast_torch_compile`` -- ``fast`` with TRL's ``torch_compile`` (Accelerate's dynamo plugin, inductor backend).
+* ``fast_torch_compile`` -- ``fast`` with TRL's ``torch_compile`` (Accelerate's dynamo plugin, inductor backend). The
+  completion head and shared prefix have data-dependent shapes, so every new batch shape recompiles: on a 2-core CPU
+  its first steps take many minutes each.
 
 Rows are a seeded sample across the data file, stratified by program step (:func:`finetune.data.cap_rows`), so every
 variant trains on the same mix of reason, predictor and joint rows.
@@ -78,7 +80,8 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = throughput.summary()
-    result.update(bf16=trainer.args.bf16, losses=losses,
+    peft_config = getattr(trainer.model, "peft_config", {}).get("default")
+    result.update(bf16=trainer.args.bf16, losses=losses, lora_dropout=getattr(peft_config, "lora_dropout", None),
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     queue.put(result)
 

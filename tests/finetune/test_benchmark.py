@@ -16,6 +16,8 @@ def test_lever_variants_run_and_report_ratios(tiny_model_dir, tmp_path):
     assert list(res["variants"]) == names
     assert res["rows"] == 4 * 2  # the largest effective batch (1 x 4) times steps + 1
     assert all(v["tokens_per_s"] > 0 and v["peak_rss_mb"] > 0 for v in res["variants"].values())
+    assert res["variants"]["fast_no_lora_dropout"]["lora_dropout"] == 0.0
+    assert res["variants"]["fast"]["lora_dropout"] == config.lora_dropout > 0
     assert set(k for k in res if k.startswith("ratio")) == {"ratio_fast_vs_fast_no_grouping",
                                                            "ratio_fast_vs_fast_batch1_accum4",
                                                            "ratio_fast_vs_fast_no_lora_dropout"}
