@@ -80,8 +80,7 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = throughput.summary()
-    peft_config = getattr(trainer.model, "peft_config", {}).get("default")
-    result.update(bf16=trainer.args.bf16, losses=losses, lora_dropout=getattr(peft_config, "lora_dropout", None),
+    result.update(bf16=trainer.args.bf16, losses=losses, lora_dropout=trainer.model.peft_config["default"].lora_dropout,
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     queue.put(result)
 
