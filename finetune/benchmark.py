@@ -4,12 +4,15 @@
 its own process (so peak RSS is per variant), and prints tokens/s, s/step, peak RSS and the speed-up ratios:
 
 * ``plain`` -- stock ``SFTTrainer`` loss (TRL's LM head on every position), fp32, random batches (CPU-safe defaults).
-* ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever.
+* ``plain_bf16`` -- the same with bf16 autocast (TRL's default precision), to separate the precision lever. Both
+  plain variants hold the base weights in float32.
 * ``fast`` -- the default path: completion-only LM head + the prompt prefix shared by a batch's rows computed once
   + the machine's dtype rule (bf16 autocast only where the hardware computes bf16 natively and faster) +
   step-grouped and length-grouped batches.
 * ``fast_no_shared_prefix`` -- ``fast`` with every row's prompt computed in full (isolates the shared-prefix lever).
 * ``fast_fp32`` -- ``fast`` in float32 (isolates the dtype lever on a CPU where the rule picks bf16).
+* ``fast_fp32_weights`` -- ``fast`` with bf16 autocast over float32 base weights, which autocast casts at every
+  layer call (isolates ``base_dtype``: where the rule picks bf16, ``fast`` holds the frozen base in bfloat16).
 * ``fast_no_grouping`` -- ``fast`` without length grouping (isolates it).
 * ``fast_no_step_grouping`` -- ``fast`` with batches that mix program steps (isolates step grouping, which makes the
   shared prefix the whole system message).
@@ -52,9 +55,11 @@ from lms.model_store import DEFAULT_SPEC
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = {"plain": {"plain": True, "bf16": False}, "plain_bf16": {"plain": True, "bf16": True},
+VARIANTS = {"plain": {"plain": True, "bf16": False, "base_dtype": "float32"},
+            "plain_bf16": {"plain": True, "bf16": True, "base_dtype": "float32"},
             "fast": {"plain": False, "bf16": None}, "fast_no_shared_prefix": {"plain": False, "bf16": None},
             "fast_fp32": {"plain": False, "bf16": False},
+            "fast_fp32_weights": {"plain": False, "bf16": None, "base_dtype": "float32"},
             "fast_no_grouping": {"plain": False, "bf16": None, "group_by_length": False},
             "fast_no_step_grouping": {"plain": False, "bf16": None, "group_by_prefix": False},
             "fast_batch1_accum4": {"plain": False, "bf16": None, "per_device_train_batch_size": 1,
@@ -71,16 +76,17 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
                     share_prefix: bool = True) -> None:
     import torch
 
-    from finetune.trainer import make_sft_trainer  # deferred: trl/peft, in the subprocess
+    from finetune.trainer import base_weights_dtype, make_sft_trainer  # deferred: trl/peft, in the subprocess
 
     torch.manual_seed(config.seed)
-    model, tokenizer = load_model_and_tokenizer(folder)
+    model, tokenizer = load_model_and_tokenizer(folder, dtype=base_weights_dtype(config))
     model._nextocc_share_prefix = share_prefix
     trainer, throughput = make_sft_trainer(model, tokenizer, rows, [], config, out_dir)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = throughput.summary()
-    result.update(bf16=trainer.args.bf16, losses=losses, lora_dropout=trainer.model.peft_config["default"].lora_dropout,
+    result.update(bf16=trainer.args.bf16, base_dtype=str(model.dtype).removeprefix("torch."), losses=losses,
+                  lora_dropout=trainer.model.peft_config["default"].lora_dropout,
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     queue.put(result)
 
@@ -143,9 +149,10 @@ def _layer_count(folder: str) -> int:
 
 def format_table(results: dict[str, Any]) -> str:
     """Plain-text table of a :func:`run_benchmark` result."""
-    lines = [f"{'variant':<22}{'bf16':>6}{'tokens/s':>11}{'s/step':>9}{'peak RSS MB':>13}"]
+    lines = [f"{'variant':<22}{'bf16':>6}{'weights':>10}{'tokens/s':>11}{'s/step':>9}{'peak RSS MB':>13}"]
     for name, r in results["variants"].items():
-        lines.append(f"{name:<22}{r['bf16']!s:>6}{r['tokens_per_s']:>11}{r['s_per_step']:>9}{r['peak_rss_mb']:>13}")
+        lines.append(f"{name:<22}{r['bf16']!s:>6}{r['base_dtype']:>10}{r['tokens_per_s']:>11}{r['s_per_step']:>9}"
+                     f"{r['peak_rss_mb']:>13}")
     lines += [f"{k}: {v}" for k, v in results.items() if k.startswith("ratio")]
     return "\n".join(lines)
 

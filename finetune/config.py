@@ -73,6 +73,7 @@ class DistillConfig:
     save_steps: int = field(default=50, metadata={"help": "Write a resumable checkpoint-* every this many steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints per stage."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: the machine's dtype rule -- on where the CPU or GPU computes bf16 natively and faster; NEXTOCC_DTYPE overrides)."})
+    base_dtype: str | None = field(default=None, metadata={"help": "dtype of the frozen base weights: float32 or bfloat16 (None: bfloat16 where bf16 autocast is on, so no weight is cast per layer call; float32 otherwise). LoRA adapters stay float32 either way."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Gradient checkpointing (None: on for CUDA, off on CPU)."})
     use_cpu: bool | None = field(default=None, metadata={"help": "Force CPU training (None: CPU when no accelerator is visible)."})
     plain: bool = field(default=False, metadata={"help": "Baseline: stock SFTTrainer loss (LM head on every position), no length grouping."})
@@ -120,6 +121,8 @@ class DistillConfig:
             raise ValueError(f"lora_top_layers must be >= 0 (0: every layer), got {self.lora_top_layers}.")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.base_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(f"base_dtype must be float32, bfloat16 or null (the dtype rule), got {self.base_dtype!r}.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
         if self.learning_rate <= 0 or self.dpo_learning_rate <= 0:

@@ -5,6 +5,7 @@ Fast path (default) vs ``plain``:
 * **Completion-only LM head** (:mod:`finetune.completion_head`): ``lm_head`` runs on the completion positions only.
   This shortcut applies on CPU only (:func:`use_completion_head`); on CUDA/XPU TRL's own loss path runs.
 * **bf16 autocast** where the hardware computes bf16 natively and faster (:func:`device_defaults`); fp32 elsewhere.
+  With it, the frozen base weights load in bf16 (:func:`base_weights_dtype`) and the LoRA adapters stay fp32.
 * **Step-grouped batches** (``group_by_prefix``, :mod:`finetune.prefix_sampler`): a batch holds rows of one DSPy step,
   so the completion head's shared-prefix pass covers the whole system message.
 * **Length-grouped batches** (``train_sampling_strategy="group_by_length"``) to cut padding. TRL's ``padding_free``
@@ -65,6 +66,14 @@ def device_defaults(config: Any, plain: bool | None = None) -> dict[str, Any]:
             "dataloader_pin_memory": not on_cpu}
 
 
+def base_weights_dtype(config: Any, plain: bool | None = None) -> torch.dtype:
+    """dtype to load the frozen base weights in: ``config.base_dtype`` when set, else bfloat16 where bf16 autocast is
+    on (:func:`device_defaults`) -- autocast would otherwise cast every float32 weight at every layer call -- and
+    float32 elsewhere. PEFT keeps the LoRA adapters in float32 (``autocast_adapter_dtype``)."""
+    name = getattr(config, "base_dtype", None)
+    if name is None:
+        name = "bfloat16" if device_defaults(config, plain)["bf16"] else "float32"
+    return getattr(torch, name)
 
 
 class ThroughputCallback(TrainerCallback):
@@ -212,7 +221,7 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model_and_tokenizer(model_folder,
+    model, tokenizer = load_model_and_tokenizer(model_folder, dtype=base_weights_dtype(config),
                                                 attn_implementation=getattr(config, "attn_implementation", None))
     trainer, throughput = make_sft_trainer(model, tokenizer, train_rows, eval_rows, config, output_dir,
                                            callbacks=callbacks)
@@ -223,7 +232,8 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "train_rows": len(train_rows),
                                "eval_rows": len(eval_rows), "global_step": trainer.state.global_step,
                                "train_runtime_s": result.metrics.get("train_runtime"),
-                               "resumed_from": checkpoint, "plain": bool(config.plain)}
+                               "resumed_from": checkpoint, "plain": bool(config.plain),
+                               "base_dtype": str(model.dtype).removeprefix("torch.")}
     if eval_rows:
         last = [h["eval_loss"] for h in trainer.state.log_history
                 if "eval_loss" in h and h.get("step") == trainer.state.global_step]
@@ -284,7 +294,7 @@ def train_dpo(model_folder: str | Path, sft_adapter: str | Path, rows: list[dict
         Metrics (losses, reward accuracy, adapter path).
     """
     output_dir = Path(output_dir)
-    model, tokenizer = load_model_and_tokenizer(model_folder,
+    model, tokenizer = load_model_and_tokenizer(model_folder, dtype=base_weights_dtype(config),
                                                 attn_implementation=getattr(config, "attn_implementation", None))
     model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
     args = DPOConfig(**dpo_kwargs(config, output_dir))

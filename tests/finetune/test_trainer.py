@@ -10,7 +10,7 @@ from ft_helpers import dpo_rows, sft_rows
 
 from finetune.config import DistillConfig
 from finetune.model_loading import load_model_and_tokenizer
-from finetune.trainer import build_sft_config, make_sft_trainer, train_dpo, train_sft
+from finetune.trainer import base_weights_dtype, build_sft_config, make_sft_trainer, train_dpo, train_sft
 
 
 def _config(**kw) -> DistillConfig:
@@ -38,6 +38,30 @@ def test_cpu_safe_defaults(tmp_path, monkeypatch):
     assert not build_sft_config(_config(bf16=False), tmp_path, has_eval=False).bf16
     assert fast.completion_only_loss and fast.train_sampling_strategy == "group_by_length"
     assert plain.train_sampling_strategy == "random"
+
+
+def test_base_weights_follow_the_dtype_rule_unless_set(monkeypatch):
+    monkeypatch.setenv("NEXTOCC_DTYPE", "float32")
+    assert base_weights_dtype(_config()) == torch.float32
+    assert base_weights_dtype(_config(base_dtype="bfloat16")) == torch.bfloat16
+    monkeypatch.setenv("NEXTOCC_DTYPE", "bfloat16")  # bf16 autocast on: no float32 copy of the frozen weights
+    assert base_weights_dtype(_config()) == torch.bfloat16
+    assert base_weights_dtype(_config(bf16=False)) == torch.float32
+    assert base_weights_dtype(_config(base_dtype="float32")) == torch.float32
+    with pytest.raises(ValueError, match="base_dtype must be float32, bfloat16 or null"):
+        _config(base_dtype="float16")
+
+
+def test_bf16_base_trains_float32_adapters(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    metrics = train_sft(tiny_model_dir, sft_rows(8), [], _config(bf16=True, max_steps=2), tmp_path / "s")
+    assert metrics["base_dtype"] == "bfloat16" and metrics["train_loss"] > 0
+    with safe_open(tmp_path / "s" / "adapter" / "adapter_model.safetensors", "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    assert {t.dtype for t in tensors.values()} == {torch.float32}
+    lora_b = [t for k, t in tensors.items() if "lora_B" in k]
+    assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # lora_B starts at zero: training moved every one
 
 
 def test_sft_lowers_loss_and_changes_every_lora_weight(tiny_model_dir, tmp_path):
