@@ -9,7 +9,7 @@ from finetune.config import DistillConfig
 
 
 def test_lever_variants_run_and_report_ratios(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("NEXTOCC_DTYPE", "bfloat16")  # the dtype rule on a CPU with native bf16 (the subprocesses inherit it)
+    monkeypatch.setenv("NEXTOCC_DTYPE", "bfloat16")  # the rule on a CPU with native bf16; the subprocesses inherit it
     config = DistillConfig(joint_file="-", per_device_train_batch_size=2, max_length=256, lora_r=4, lora_alpha=8,
                            lora_target_modules=["q_proj", "v_proj"])
     names = ["fast", "fast_no_grouping", "fast_batch1_accum4", "fast_no_lora_dropout", "fast_fp32_weights"]
@@ -19,8 +19,9 @@ def test_lever_variants_run_and_report_ratios(tiny_model_dir, tmp_path, monkeypa
     assert all(v["tokens_per_s"] > 0 and v["peak_rss_mb"] > 0 for v in res["variants"].values())
     assert res["variants"]["fast_no_lora_dropout"]["lora_dropout"] == 0.0
     assert res["variants"]["fast"]["lora_dropout"] == config.lora_dropout > 0
-    assert res["variants"]["fast"]["bf16"] and res["variants"]["fast"]["base_dtype"] == "bfloat16"
-    assert res["variants"]["fast_fp32_weights"]["bf16"] and res["variants"]["fast_fp32_weights"]["base_dtype"] == "float32"
+    fast, fp32_weights = res["variants"]["fast"], res["variants"]["fast_fp32_weights"]
+    assert fast["bf16"] and fast["base_dtype"] == "bfloat16"
+    assert fp32_weights["bf16"] and fp32_weights["base_dtype"] == "float32"
     assert set(k for k in res if k.startswith("ratio")) == {"ratio_fast_vs_fast_no_grouping",
                                                            "ratio_fast_vs_fast_batch1_accum4",
                                                            "ratio_fast_vs_fast_no_lora_dropout",
