@@ -51,6 +51,7 @@ from finetune.data import cap_rows, read_rows
 from finetune.demo_data import export_demo_run
 from finetune.distill import resolve_base
 from finetune.model_loading import load_model_and_tokenizer
+from lms.hardware import canonical_dtype
 from lms.model_store import DEFAULT_SPEC
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def _variant_worker(folder: str, rows: list[dict], config: Any, out_dir: str, qu
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = throughput.summary()
-    result.update(bf16=trainer.args.bf16, base_dtype=str(model.dtype).removeprefix("torch."), losses=losses,
+    result.update(bf16=trainer.args.bf16, base_dtype=canonical_dtype(model.dtype), losses=losses,
                   lora_dropout=trainer.model.peft_config["default"].lora_dropout,
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
     queue.put(result)

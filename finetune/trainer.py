@@ -30,7 +30,7 @@ from finetune.artifacts import plot_curves, write_model_card
 from finetune.completion_head import FastSFTTrainer
 from finetune.config import trl_fields
 from finetune.model_loading import latest_checkpoint, load_model_and_tokenizer
-from lms.hardware import resolve_dtype
+from lms.hardware import canonical_dtype, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +66,13 @@ def device_defaults(config: Any, plain: bool | None = None) -> dict[str, Any]:
             "dataloader_pin_memory": not on_cpu}
 
 
-def base_weights_dtype(config: Any, plain: bool | None = None) -> torch.dtype:
+def base_weights_dtype(config: Any) -> torch.dtype:
     """dtype to load the frozen base weights in: ``config.base_dtype`` when set, else bfloat16 where bf16 autocast is
     on (:func:`device_defaults`) -- autocast would otherwise cast every float32 weight at every layer call -- and
     float32 elsewhere. PEFT keeps the LoRA adapters in float32 (``autocast_adapter_dtype``)."""
     name = getattr(config, "base_dtype", None)
     if name is None:
-        name = "bfloat16" if device_defaults(config, plain)["bf16"] else "float32"
+        name = "bfloat16" if device_defaults(config)["bf16"] else "float32"
     return getattr(torch, name)
 
 
@@ -233,7 +233,7 @@ def train_sft(model_folder: str | Path, train_rows: list[dict], eval_rows: list[
                                "eval_rows": len(eval_rows), "global_step": trainer.state.global_step,
                                "train_runtime_s": result.metrics.get("train_runtime"),
                                "resumed_from": checkpoint, "plain": bool(config.plain),
-                               "base_dtype": str(model.dtype).removeprefix("torch.")}
+                               "base_dtype": canonical_dtype(model.dtype)}
     if eval_rows:
         last = [h["eval_loss"] for h in trainer.state.log_history
                 if "eval_loss" in h and h.get("step") == trainer.state.global_step]
