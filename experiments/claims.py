@@ -75,9 +75,11 @@ def build_claims(rows: Mapping[str, RowScores], config: Any, quality: Sequence[M
     claims += best_student_claims(rows, metric, boot["alpha"], best_sup, paired)
     hybrid = _first_ok(rows, ("distilled_hybrid",))
     no_hybrid = "the distilled hybrid row did not run (finetune.distill --mode hybrid)"
+    parent = hybrid_parent(hybrid)
+    parent_label = rows[parent].label if parent in rows else parent
     claims += [
-        paired("h1", "The hybrid student is more accurate than its supervised baseline (Return-aware Markov)", hybrid,
-               _first_ok(rows, ("return_markov",)), no_hybrid if hybrid is None else "the return_markov row did not run"),
+        paired("h1", f"The hybrid student is more accurate than its supervised baseline ({parent_label})", hybrid,
+               _first_ok(rows, (parent,)), no_hybrid if hybrid is None else f"the {parent} row did not run"),
         paired("h2", "The hybrid student is more accurate than the plain joint student", hybrid,
                _first_ok(rows, ("distilled_joint",)), no_hybrid if hybrid is None else "the distilled joint row did not run"),
     ]
@@ -86,6 +88,13 @@ def build_claims(rows: Mapping[str, RowScores], config: Any, quality: Sequence[M
         claims.append(ceiling_claim(_first_ok(rows, ("distilled_joint",)), ceiling, metric, boot))
     claims.append(quality_claim(quality))
     return claims
+
+
+def hybrid_parent(hybrid: RowScores | None) -> str:
+    """The row of the supervised baseline whose candidates the hybrid student read (its distill run's baseline kind;
+    ``return_markov`` when the row does not say)."""
+    kind = (hybrid.extra.get("baseline_kind") if hybrid is not None else None) or "return_markov"
+    return kind if kind in SUPERVISED else "return_markov"
 
 
 def best_student_claims(rows: Mapping[str, RowScores], metric: str, alpha: float, best_sup: RowScores | None,

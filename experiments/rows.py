@@ -30,7 +30,7 @@ from finetune.run_reader import read_distill_run
 from lms import usage
 from lms.model_store import adapter_fingerprint, is_local_spec, parse_local_spec
 from lms.resolve import lm_model
-from programs.baseline_registry import BASELINE_INPUTS, load_baseline
+from programs.baseline_registry import BASELINE_INPUTS, load_baseline, saved_kind
 from programs.factory import build_baseline, build_program
 from programs.hybrid import HybridNextOccupation
 from programs.next_occupation import NextOccupation
@@ -342,6 +342,8 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
         row.extra["distill_reported_evaluation"] = info["evaluation"]
     if info["available"]:
         row.extra["students"] = info["students"]
+        if expected == "hybrid" and info.get("baseline"):  # claim (h1) compares the hybrid with this parent
+            row.extra["baseline_kind"] = saved_kind(info["baseline"])
     return row
 
 

@@ -2,7 +2,7 @@
 
 The student is a LoRA adapter trained on a compile run's ``sft_hybrid_joint.jsonl`` (:mod:`compile.hybrid_export`);
 at inference it runs inside :class:`programs.hybrid.HybridNextOccupation` (joint mode) with the same fitted baseline
-the traces were exported with. The distill run keeps its own copy of that ``baseline.json``, so
+the traces were exported with. The distill run keeps its own copy of that ``baseline.json`` (and its weights), so
 ``NextOccupation.load(run_dir)`` restores the whole hybrid program.
 """
 
@@ -44,8 +44,15 @@ def hybrid_source(config: Any) -> tuple[Path, int]:
 
 
 def install_baseline(run_dir: Path, source: Path) -> str:
-    """Copies the baseline file into the distill run; returns its name relative to the run."""
-    target = Path(run_dir) / BASELINE_FILE
+    """Copies the baseline file into the distill run; returns its name relative to the run.
+
+    A baseline with weights beside its JSON (the GRU's ``baseline.safetensors``) keeps them: every sibling file of
+    the same stem is copied under the target's stem.
+    """
+    source, target = Path(source), Path(run_dir) / BASELINE_FILE
     if source.resolve() != target.resolve():
         shutil.copyfile(source, target)
+        for sibling in sorted(source.parent.glob(f"{source.stem}.*")):
+            if sibling.suffix != source.suffix and sibling.is_file():
+                shutil.copyfile(sibling, target.with_suffix(sibling.suffix))
     return BASELINE_FILE

@@ -32,7 +32,11 @@ def make_baseline(name: str, **kwargs: Any) -> _StateBaseline:
         raise ValueError(f"Unknown baseline {name!r}; choose one of {sorted(BASELINE_KINDS)}.") from None
 
 
+def saved_kind(path: str | os.PathLike) -> str:
+    """The baseline kind (``return_markov``, ``sequence``, ...) recorded in a file written by ``save``."""
+    return str(json.loads(Path(path).read_text(encoding="utf-8")).get("kind"))
+
+
 def load_baseline(path: str | os.PathLike, taxonomy: OnetTaxonomy | None = None) -> _StateBaseline:
     """Loads any baseline saved with ``save`` (the class is read from the file)."""
-    kind = json.loads(Path(path).read_text(encoding="utf-8")).get("kind")
-    return make_baseline(str(kind), taxonomy=taxonomy).load(path)
+    return make_baseline(saved_kind(path), taxonomy=taxonomy).load(path)

@@ -57,6 +57,19 @@ def test_best_student_claims_need_a_student_and_skip_a_duplicate_markov_claim():
     assert "not run" in claim_sentence(claims["a3_best"])
 
 
+def test_hybrid_claim_compares_with_the_baseline_its_candidates_came_from():
+    rows = {r.name: r for r in (_row("return_markov", _hits(0.15, 1)), _row("sequence", _hits(0.2, 2)),
+                                _row("distilled_joint", _hits(0.1, 3)), _row("distilled_hybrid", _hits(0.2, 4)))}
+    h1 = {c["id"]: c for c in build_claims(rows, CONFIG)}["h1"]
+    assert h1["b"] == "return_markov" and "(Return markov)" in h1["statement"]  # a row without a baseline kind
+    rows["distilled_hybrid"].extra["baseline_kind"] = "sequence"
+    h1 = {c["id"]: c for c in build_claims(rows, CONFIG)}["h1"]
+    assert h1["b"] == "sequence" and "(Sequence)" in h1["statement"]
+    del rows["sequence"]
+    h1 = {c["id"]: c for c in build_claims(rows, CONFIG)}["h1"]
+    assert h1["verdict"] == STATUS_NOT_RUN and h1["reason"] == "the sequence row did not run"
+
+
 def test_claim_sentences_state_the_configured_ci_level():
     student, ceiling = _row("distilled_joint", _hits(0.3, 1)), _row("bayes_optimal", _hits(0.3, 2))
     claim = ceiling_claim(student, ceiling, "AccEM", {"n_boot": 300, "alpha": 0.1, "seed": 0})

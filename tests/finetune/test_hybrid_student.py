@@ -21,11 +21,12 @@ TARGETS = ["q_proj", "v_proj"]
 
 
 def _compile(tmp_path, **kw) -> tuple[OptimizeConfig, str]:
+    kw = {"hybrid_baseline": "return_markov", **kw}
     cfg = OptimizeConfig(dataset="synthetic", data_dir=DATA, synthetic_persons=120, motives=True, n_train=10, n_dev=0,
                          n_test=0, candidates_per_person=2, optimizer="none", threads=1,
                          output_dir=str(tmp_path / "compile"), run_name="c", teacher_lm="evidence",
                          judge_lm="heuristic", predict_candidates=False, rationalize=True, eval_judge=False,
-                         mode="joint", hybrid_baseline="return_markov", hybrid_k_candidates=3, **kw)
+                         mode="joint", hybrid_k_candidates=3, **kw)
     run_optimize(cfg, teacher_lm=DummyLM([{"occupation": "Cashiers"}]))
     return cfg, str(tmp_path / "compile" / "c")
 
@@ -64,6 +65,24 @@ def test_hybrid_student_trains_and_loads_as_the_hybrid_program(tmp_path, tiny_mo
     pred = program(history=ex.history, states=ex.states, career=ex.career)
     assert pred.ranked
     assert "candidates" in program.predictor.signature.input_fields
+
+
+def test_hybrid_student_of_gru_candidates_keeps_the_gru_weights(tmp_path, tiny_model_dir, taxonomy):
+    from programs.hybrid import HybridNextOccupation
+
+    cfg, run = _compile(tmp_path, hybrid_baseline="sequence")
+    assert (tmp_path / "compile" / "c" / "baseline.safetensors").is_file()
+    res = run_distill(_distill(run, tiny_model_dir, tmp_path / "distill", run_name="g"))
+    out = tmp_path / "distill" / "g"
+    for name in ("baseline.json", "baseline.safetensors"):
+        assert (out / name).read_bytes() == (tmp_path / "compile" / "c" / name).read_bytes(), name
+    assert res["hybrid"]["baseline"] == "baseline.json"
+    moved = tmp_path / "moved"
+    shutil.move(str(out), moved)  # the GRU's weights moved with the run
+    program = HybridNextOccupation.load(moved, taxonomy=taxonomy)
+    assert type(program.baseline).__name__ == "SequenceBaseline"
+    ex = compile_data(cfg)[0].test[0]
+    assert program.baseline_candidates(None, str(ex.history), ex.states, ex.career)
 
 
 def test_hybrid_mode_needs_the_baseline_file(tmp_path, tiny_model_dir):
