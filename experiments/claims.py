@@ -93,7 +93,7 @@ def build_claims(rows: Mapping[str, RowScores], config: Any, quality: Sequence[M
 def hybrid_parent(hybrid: RowScores | None) -> str:
     """The row of the supervised baseline whose candidates the hybrid student read (its distill run's baseline kind;
     ``return_markov`` when the row does not say)."""
-    kind = (hybrid.extra.get("baseline_kind") if hybrid is not None else None) or "return_markov"
+    kind = hybrid.extra.get("baseline_kind") if hybrid is not None else None
     return kind if kind in SUPERVISED else "return_markov"
 
 
