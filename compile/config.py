@@ -11,6 +11,8 @@ from lms.resolve import lm_spec
 OPTIMIZERS = ("none", "bootstrap", "random_search", "mipro", "gepa")
 MODES = ("two_step", "joint")
 HYBRID_BASELINES = ("frequency", "markov", "return_markov", "sequence")
+#: How the hybrid rows' reasons are written (:func:`compile.hybrid_export.export_hybrid_traces`).
+HYBRID_REASONS = ("oracle", "ranked")
 # which optimizer reads which flag; a non-default value for an optimizer that would ignore it is rejected
 # (except under optimizer none, which runs no optimizer at all)
 OPTIMIZER_FLAGS = {
@@ -71,6 +73,7 @@ class OptimizeConfig:
     hybrid_baseline: str | None = field(default=None, metadata={"help": "Also export the hybrid student's traces (sft_hybrid_joint.jsonl, baseline.json): the supervised baseline whose candidates the hybrid program shows (frequency, markov, return_markov or sequence); null: no hybrid export."})
     hybrid_k_candidates: int = field(default=5, metadata={"help": "Baseline candidates shown in each hybrid prompt."})
     hybrid_folds: int = field(default=5, metadata={"help": "Person folds for the hybrid traces' candidates: a training person's candidates come from a baseline fitted without their fold."})
+    hybrid_reasons: str = field(default="oracle", metadata={"help": "The hybrid rows' reasons: oracle (every oracle example, its oracle reason) or ranked (only examples whose gold is a candidate; the reason opens with the gold's rank among the candidates)."})
     # run
     seed: int = field(default=0, metadata={"help": "Seed for splits, sampling and optimizers."})
     threads: int = field(default=4, metadata={"help": "Threads for DSPy Evaluate/Parallel (local LMs batch concurrent calls)."})
@@ -110,6 +113,8 @@ class OptimizeConfig:
             self.hybrid_baseline = None
         if self.hybrid_baseline is not None and self.hybrid_baseline not in HYBRID_BASELINES:
             raise ValueError(f"hybrid_baseline must be one of {HYBRID_BASELINES} or null, got {self.hybrid_baseline!r}.")
+        if self.hybrid_reasons not in HYBRID_REASONS:
+            raise ValueError(f"hybrid_reasons must be one of {HYBRID_REASONS}, got {self.hybrid_reasons!r}.")
         if self.hybrid_k_candidates < 1 or self.hybrid_folds < 2:
             raise ValueError(f"hybrid_k_candidates must be >= 1 and hybrid_folds >= 2, got {self.hybrid_k_candidates} "
                              f"and {self.hybrid_folds}.")

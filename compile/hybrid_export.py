@@ -11,6 +11,11 @@ Files written into the compile run directory:
 - ``baseline.json``: the baseline fitted on the whole training split (:func:`programs.baseline_registry.load_baseline`).
 - ``sft_hybrid_joint.jsonl``: one student's multitask rows -- the reason step, the predictor step and the single-call
   joint signature, each with candidates (``finetune.distill --mode hybrid``).
+
+With ``reasons="ranked"`` only the examples whose gold is among their candidates get rows, and each reason opens with
+the gold's rank in the list (:func:`ranked_reason`): the student's choice among the candidates is then its first
+decoded decision, which greedy decoding takes at the most likely rank, instead of a choice buried in the title words
+at the end of the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import dspy
 
 from compile.candidates import example_id
+from compile.config import HYBRID_REASONS
 from compile.export import _write_jsonl, sft_row
 from programs.factory import build_baseline
 from programs.hybrid import BASELINE_FILE, HybridNextOccupation
@@ -31,6 +37,11 @@ from programs.hybrid import BASELINE_FILE, HybridNextOccupation
 logger = logging.getLogger(__name__)
 
 HYBRID_FILE = "sft_hybrid_joint.jsonl"
+
+
+def ranked_reason(reason: str, rank: int) -> str:
+    """The oracle ``reason`` opened by the sentence naming the candidate it supports (``rank`` is 1-based)."""
+    return f"Of the candidates, the history points to number {int(rank)}. {reason}"
 
 
 def person_fold(person_id: Any, folds: int, seed: int) -> int:
@@ -76,7 +87,7 @@ def cross_fitted_candidates(examples: Sequence[dspy.Example], train_split: Seque
 def export_hybrid_traces(run_dir: str | Path, oracles: Mapping[str, dict], train: Sequence[dspy.Example],
                          train_split: Sequence[dspy.Example], baseline: str, *, k: int = 5, folds: int = 5,
                          seed: int = 0, taxonomy: Any = None, adapter: dspy.ChatAdapter | None = None,
-                         baseline_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+                         baseline_options: Mapping[str, Any] | None = None, reasons: str = "oracle") -> dict[str, Any]:
     """Writes ``baseline.json`` and ``sft_hybrid_joint.jsonl`` for the oracle examples of ``train``.
 
     Args:
@@ -91,11 +102,15 @@ def export_hybrid_traces(run_dir: str | Path, oracles: Mapping[str, dict], train
         taxonomy: The O*NET taxonomy.
         adapter: The adapter used at inference.
         baseline_options: Extra options of the baseline.
+        reasons: ``"oracle"`` (every oracle example, its oracle reason) or ``"ranked"`` (only examples whose gold is a
+            candidate, the reason opened by the gold's rank; :func:`ranked_reason`).
 
     Returns:
         ``{"files": {file name: rows}, "examples": oracle examples with rows, "gold_in_candidates": examples whose
-        gold title is among their cross-fitted candidates, "baseline", "k_candidates", "folds"}``.
+        gold title is among their cross-fitted candidates, "baseline", "k_candidates", "folds", "reasons"}``.
     """
+    if reasons not in HYBRID_REASONS:
+        raise ValueError(f"hybrid reasons must be one of {HYBRID_REASONS}, got {reasons!r}.")
     adapter = adapter or dspy.ChatAdapter()
     run_dir = Path(run_dir)
     by_id = {example_id(ex): ex for ex in train}
@@ -117,7 +132,12 @@ def export_hybrid_traces(run_dir: str | Path, oracles: Mapping[str, dict], train
             continue
         history, reason, gold = record["history"], record["reason"], record["gold_occupation"]
         shown = candidates[key]
-        hits += any(title == gold for title, _ in shown)
+        titles = [title for title, _ in shown]
+        hits += gold in titles
+        if reasons == "ranked":
+            if gold not in titles:
+                continue
+            reason = ranked_reason(reason, titles.index(gold) + 1)
         text = steps["joint"].extra_inputs(history, None, None, candidates=shown)["candidates"]
         inputs = {"history": history, "candidates": text}
         reason_rows.append(sft_row(steps["two_step"].reasoner, inputs, {"reason": reason}, adapter))
@@ -125,7 +145,10 @@ def export_hybrid_traces(run_dir: str | Path, oracles: Mapping[str, dict], train
                                     {"occupation": gold}, adapter))
         joint_rows.append(sft_row(steps["joint"].predictor, inputs, {"reason": reason, "occupation": gold}, adapter))
     n = _write_jsonl(run_dir / HYBRID_FILE, reason_rows + predict_rows + joint_rows)
-    logger.info("Exported %s: %d rows (%d oracle examples; gold among the cross-fitted %s candidates in %d)",
-                HYBRID_FILE, n, len(joint_rows), baseline, hits)
+    logger.info("Exported %s: %d rows (%d oracle examples, %s reasons; gold among the cross-fitted %s candidates in "
+                "%d)", HYBRID_FILE, n, len(joint_rows), reasons, baseline, hits)
+    if not joint_rows:
+        logger.warning("No hybrid rows: no oracle example's gold is among its %s candidates (reasons=%s).", baseline,
+                       reasons)
     return {"files": {HYBRID_FILE: n}, "examples": len(joint_rows), "gold_in_candidates": hits,
-            "baseline": baseline, "k_candidates": k, "folds": folds}
+            "baseline": baseline, "k_candidates": k, "folds": folds, "reasons": reasons}

@@ -372,7 +372,7 @@ def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, tea
     if config.hybrid_baseline:
         hybrid = export_hybrid_traces(run_dir, oracles, train, splits.train, config.hybrid_baseline,
                                       k=config.hybrid_k_candidates, folds=config.hybrid_folds, seed=config.seed,
-                                      taxonomy=taxonomy)
+                                      taxonomy=taxonomy, reasons=config.hybrid_reasons)
         counts.update(hybrid.pop("files"))
     write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
     phases["export"] = round(time.perf_counter() - t0, 1)

@@ -10,7 +10,7 @@ from dspy.utils.dummies import DummyLM
 
 from compile.candidates import example_id
 from compile.config import OptimizeConfig
-from compile.hybrid_export import HYBRID_FILE, cross_fitted_candidates, person_fold
+from compile.hybrid_export import HYBRID_FILE, cross_fitted_candidates, person_fold, ranked_reason
 from compile.optimize import compile_data, run_optimize
 from finetune.data import row_step
 from programs.baseline_registry import load_baseline
@@ -51,6 +51,32 @@ def test_compile_exports_hybrid_traces_and_the_full_baseline(tmp_path):
     assert saved(history=ex.history, states=ex.states).ranked == full(history=ex.history, states=ex.states).ranked
 
 
+def test_ranked_reasons_keep_in_candidate_golds_and_open_with_their_rank(tmp_path):
+    res = run_optimize(config(tmp_path, n_train=40, hybrid_reasons="ranked"),
+                       teacher_lm=DummyLM([{"occupation": "Cashiers"}]))
+    run = tmp_path / "hy"
+    rows = [json.loads(x) for x in (run / HYBRID_FILE).read_text().splitlines()]
+    hy = res["hybrid_export"]
+    assert hy["reasons"] == "ranked" and 0 < hy["examples"] == hy["gold_in_candidates"] < res["oracles"]
+    assert len(rows) == 3 * hy["examples"]
+    plain = [(r["prompt"][-1]["content"], r["completion"][0]["content"].split("[[ ## reason ## ]]")[1].split("[[")[0])
+             for r in map(json.loads, (run / "sft_joint.jsonl").read_text().splitlines())
+             if row_step(r) == "reason+occupation"]
+    ranks = set()
+    for row in (r for r in rows if row_step(r) == "reason+occupation"):
+        user, done = row["prompt"][-1]["content"], row["completion"][0]["content"]
+        history, shown = user.split("[[ ## candidates ## ]]")
+        listed = [line.split(". ", 1)[1].rsplit(" (p=", 1)[0] for line in shown.strip().split("\n\n")[0].splitlines()]
+        gold = done.split("[[ ## occupation ## ]]")[1].split("[[")[0].strip()
+        reason = done.split("[[ ## reason ## ]]")[1].split("[[")[0].strip()
+        rank = listed.index(gold) + 1  # every kept row's gold is a candidate
+        ranks.add(rank)
+        oracles = {text.strip() for prompt, text in plain if prompt.startswith(history)}
+        assert any(reason == ranked_reason(text, rank) for text in oracles)
+    assert reason.startswith(f"Of the candidates, the history points to number {rank}. ")
+    assert len(ranks) >= 2  # the rank is read from each row, not a constant
+
+
 def test_candidates_are_cross_fitted_without_the_persons_fold(tmp_path):
     cfg = config(tmp_path)
     splits, train, _, _ = compile_data(cfg)
@@ -77,7 +103,8 @@ def test_person_folds_are_stable_and_seeded():
 
 @pytest.mark.parametrize("kw,match", [({"hybrid_baseline": "nearest"}, "hybrid_baseline"),
                                       ({"hybrid_folds": 1}, "hybrid_folds"),
-                                      ({"hybrid_k_candidates": 0}, "hybrid_k_candidates")])
+                                      ({"hybrid_k_candidates": 0}, "hybrid_k_candidates"),
+                                      ({"hybrid_reasons": "compare"}, "hybrid_reasons")])
 def test_config_rejects_bad_hybrid_settings(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         config(tmp_path, **kw)
