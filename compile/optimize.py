@@ -374,7 +374,7 @@ def _run(config: OptimizeConfig, run_dir: Path, tracker: usage.UsageTracker, tea
                                       k=config.hybrid_k_candidates, folds=config.hybrid_folds, seed=config.seed,
                                       taxonomy=taxonomy, reasons=config.hybrid_reasons)
         counts.update(hybrid.pop("files"))
-    write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing))
+    write_data_card(run_dir / "data_card.md", config, summary, counts, len(oracles), len(missing), hybrid)
     phases["export"] = round(time.perf_counter() - t0, 1)
 
     results = {

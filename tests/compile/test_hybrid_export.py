@@ -37,6 +37,7 @@ def test_compile_exports_hybrid_traces_and_the_full_baseline(tmp_path):
     oracles = res["oracles"]
     assert res["exports"][HYBRID_FILE] == len(rows) == 3 * oracles
     assert res["hybrid_export"]["examples"] == oracles and 0 <= res["hybrid_export"]["gold_in_candidates"] <= oracles
+    assert f"Hybrid rows: {oracles} oracle examples" in (run / "data_card.md").read_text()
     assert sorted({row_step(r) for r in rows}) == ["occupation", "reason", "reason+occupation"]
     user = rows[0]["prompt"][-1]["content"]
     assert "[[ ## candidates ## ]]" in user and "(p=" in user
@@ -59,6 +60,8 @@ def test_ranked_reasons_keep_in_candidate_golds_and_open_with_their_rank(tmp_pat
     hy = res["hybrid_export"]
     assert hy["reasons"] == "ranked" and 0 < hy["examples"] == hy["gold_in_candidates"] < res["oracles"]
     assert len(rows) == 3 * hy["examples"]
+    card = (run / "data_card.md").read_text()
+    assert f"Hybrid rows: {hy['examples']} oracle examples" in card and "reasons `ranked` (only those" in card
     plain = [(r["prompt"][-1]["content"], r["completion"][0]["content"].split("[[ ## reason ## ]]")[1].split("[[")[0])
              for r in map(json.loads, (run / "sft_joint.jsonl").read_text().splitlines())
              if row_step(r) == "reason+occupation"]
@@ -114,3 +117,4 @@ def test_no_hybrid_export_by_default(tmp_path):
     cfg = config(tmp_path, hybrid_baseline=None, n_train=6)
     run_optimize(cfg, teacher_lm=DummyLM([{"occupation": "Cashiers"}]))
     assert not (tmp_path / "hy" / HYBRID_FILE).exists() and not (tmp_path / "hy" / "baseline.json").exists()
+    assert "Hybrid rows" not in (tmp_path / "hy" / "data_card.md").read_text()
