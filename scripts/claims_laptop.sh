@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make claims-laptop: the overnight laptop-scale run behind the paper's claims, for each dataset (the latent-motive
 # synthetic world, NLSY79):
-#   compile (configs/compile_laptop[_synthetic].yaml: evidence teacher + heuristic judge on 5,000 NLSY79 and 2,000
+#   compile (configs/compile_laptop[_synthetic].yaml: evidence teacher + heuristic judge on 5,000 NLSY79 and 3,000
 #   synthetic training persons, TRL exports incl. the hybrid student's candidate-aware traces) -> distill (configs/distill_laptop.yaml: joint,
 #   two_model, direct and hybrid LoRA students, one epoch)
 # and then the paper-claims tables over both datasets (configs/claims_laptop.yaml: 300 test persons per dataset).
