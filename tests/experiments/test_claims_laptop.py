@@ -187,7 +187,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert distill["mode"] == "joint"
     hybrid = json.loads((tmp_path / "runs/distill/laptop-synthetic-hybrid/metrics.json").read_text())
     assert hybrid["mode"] == "hybrid" and hybrid["hybrid"]["k_candidates"] == 5
-    assert compile_metrics["exports"]["sft_hybrid_joint.jsonl"] == compile_metrics["exports"]["sft_joint.jsonl"]
+    ranked = compile_metrics["hybrid_export"]  # the laptop configs' ranked reasons: in-candidate golds only
+    assert ranked["reasons"] == "ranked" and 0 < ranked["examples"] == ranked["gold_in_candidates"] <= compile_metrics["oracles"]
+    assert compile_metrics["exports"]["sft_hybrid_joint.jsonl"] == 3 * ranked["examples"]
     claims = json.loads((tmp_path / "runs/claims/laptop/claims.json").read_text())
     rows = claims["datasets"]["synthetic"]["rows"]
     assert {n for n, r in rows.items() if r["status"] == "ok"} == {
