@@ -21,6 +21,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _hybrid_sentence(hybrid: dict) -> str:
+    """The data card's sentence on the hybrid rows (``export_hybrid_traces``' summary)."""
+    ranked = " (only those examples, each reason opened by the gold's rank)" if hybrid["reasons"] == "ranked" else ""
+    return (f"Hybrid rows: {hybrid['examples']} oracle examples with the top {hybrid['k_candidates']} candidates of "
+            f"`{hybrid['baseline']}` (cross-fitted over {hybrid['folds']} person folds); the gold is a candidate for "
+            f"{hybrid['gold_in_candidates']}; reasons `{hybrid['reasons']}`{ranked}.")
+
+
 def write_data_card(path: Path, config: OptimizeConfig, summary: dict, counts: dict[str, int], n_oracles: int,
                     n_missing: int, hybrid: dict | None = None) -> None:
     """Writes the dataset card: counts, score distributions, pass rates and thresholds (and the hybrid rows' source)."""
@@ -38,11 +46,7 @@ def write_data_card(path: Path, config: OptimizeConfig, summary: dict, counts: d
         *[f"| `{name}` | {n} |" for name, n in counts.items()],
         "",
         f"Examples with an oracle reason: {n_oracles}; without (no candidate passed): {n_missing}.",
-        *(["", f"Hybrid rows: {hybrid['examples']} oracle examples with the top {hybrid['k_candidates']} candidates "
-                f"of `{hybrid['baseline']}` (cross-fitted over {hybrid['folds']} person folds); the gold is a candidate "
-                f"for {hybrid['gold_in_candidates']}; reasons `{hybrid['reasons']}`"
-                + (" (only those examples, each reason opened by the gold's rank)." if hybrid["reasons"] == "ranked"
-                   else ".")] if hybrid else []),
+        *(["", _hybrid_sentence(hybrid)] if hybrid else []),
         "",
         "## Judge scores of all candidates",
         "",

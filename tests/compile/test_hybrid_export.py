@@ -15,6 +15,7 @@ from compile.optimize import compile_data, run_optimize
 from finetune.data import row_step
 from programs.baseline_registry import load_baseline
 from programs.factory import build_baseline
+from signatures import parse_candidates
 
 DATA = os.environ.get("NEXTOCC_DATA_DIR", "/work/shared/data")
 pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason="data mirror not available")
@@ -69,7 +70,7 @@ def test_ranked_reasons_keep_in_candidate_golds_and_open_with_their_rank(tmp_pat
     for row in (r for r in rows if row_step(r) == "reason+occupation"):
         user, done = row["prompt"][-1]["content"], row["completion"][0]["content"]
         history, shown = user.split("[[ ## candidates ## ]]")
-        listed = [line.split(". ", 1)[1].rsplit(" (p=", 1)[0] for line in shown.strip().split("\n\n")[0].splitlines()]
+        listed = [title for title, _ in parse_candidates(shown)]
         gold = done.split("[[ ## occupation ## ]]")[1].split("[[")[0].strip()
         reason = done.split("[[ ## reason ## ]]")[1].split("[[")[0].strip()
         rank = listed.index(gold) + 1  # every kept row's gold is a candidate
