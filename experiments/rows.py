@@ -52,7 +52,7 @@ ROW_SPECS: dict[str, tuple[str, str]] = {
     "distilled_joint": ("Distilled joint", "distilled"),
     "distilled_two_model": ("Distilled two-model", "distilled"),
     "distilled_direct": ("Distilled direct (no reason)", "distilled"),
-    "distilled_hybrid": ("Distilled hybrid (return-Markov + student)", "distilled"),
+    "distilled_hybrid": ("Distilled hybrid (baseline + student)", "distilled"),  # named by its baseline when known
     "hybrid": ("Hybrid (return-Markov + LM)", "hybrid"),
     "bayes_optimal": ("Bayes-optimal (ceiling)", "ceiling"),
 }
@@ -61,6 +61,14 @@ LM_FREE_ROWS = ("frequency", "markov", "return_markov", "sequence", "bayes_optim
 SUPERVISED = ("frequency", "markov", "return_markov", "sequence")
 DISTILL_ROWS = {"distilled_joint": "joint", "distilled_two_model": "two_model", "distilled_direct": "direct",
                 "distilled_hybrid": "hybrid"}
+BASELINE_SHORT = {"frequency": "frequency", "markov": "Markov", "return_markov": "return-Markov", "sequence": "GRU"}
+
+
+def distilled_hybrid_label(kind: str | None) -> str:
+    """Table A's label of the distilled hybrid row, naming the baseline whose candidates its student reads."""
+    if kind is None:
+        return ROW_SPECS["distilled_hybrid"][0]
+    return f"Distilled hybrid ({BASELINE_SHORT.get(kind, kind)} + student)"
 
 
 def run_path(template: str | None, dataset: str) -> Path | None:
@@ -344,6 +352,7 @@ def _row_distilled(ctx: RowContext, name: str) -> RowScores:
         row.extra["students"] = info["students"]
         if expected == "hybrid" and info.get("baseline"):  # claim (h1) compares the hybrid with this parent
             row.extra["baseline_kind"] = saved_kind(info["baseline"])
+            row.label = distilled_hybrid_label(row.extra["baseline_kind"])
     return row
 
 

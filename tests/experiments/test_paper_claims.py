@@ -15,6 +15,7 @@ from experiments.bootstrap import Interval
 from experiments.paper_claims import ALL_ROWS, ClaimsConfig, main, run_claims
 from experiments.plots import plot_accuracy, plot_quality
 from experiments.quality import quality_bucket, quality_buckets, quality_from_candidates
+from experiments.rows import ROW_SPECS, distilled_hybrid_label
 from experiments.tables import (
     RowScores,
     accuracy_table,
@@ -512,3 +513,9 @@ def test_split_warnings_and_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0 and "--distill_joint_run" in capsys.readouterr().out
+
+
+def test_distilled_hybrid_label_names_the_baseline_of_its_candidates():
+    assert distilled_hybrid_label("sequence") == "Distilled hybrid (GRU + student)"
+    assert distilled_hybrid_label("return_markov") == "Distilled hybrid (return-Markov + student)"
+    assert distilled_hybrid_label(None) == ROW_SPECS["distilled_hybrid"][0] == "Distilled hybrid (baseline + student)"
