@@ -194,7 +194,8 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     rows = claims["datasets"]["synthetic"]["rows"]
     assert {n for n, r in rows.items() if r["status"] == "ok"} == {
         "frequency", "markov", "return_markov", "sequence", "distilled_joint", "distilled_hybrid", "bayes_optimal"}
-    assert rows["distilled_hybrid"]["label"] == "Distilled hybrid (GRU + student)"  # the config's hybrid_baseline
+    labels = {r["name"]: r["label"] for r in claims["datasets"]["synthetic"]["table"]}
+    assert labels["distilled_hybrid"] == "Distilled hybrid (GRU + student)"  # the config's hybrid_baseline
     claim_ids = {c["id"]: c for c in claims["datasets"]["synthetic"]["claims"]}
     assert claim_ids["h2"]["status"] == "ok" and claim_ids["s"]["status"] == "ok" and "c2" in claim_ids
     assert rows["distilled_two_model"]["status"] == "not run" and "--mode two_model" in rows["distilled_two_model"][
