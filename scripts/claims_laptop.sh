@@ -2,8 +2,8 @@
 # make claims-laptop: the overnight laptop-scale run behind the paper's claims, for each dataset (the latent-motive
 # synthetic world, NLSY79):
 #   compile (configs/compile_laptop[_synthetic].yaml: evidence teacher + heuristic judge on 5,000 NLSY79 and 3,000
-#   synthetic training persons, TRL exports incl. the hybrid student's candidate-aware traces) -> distill (configs/distill_laptop.yaml: joint,
-#   two_model, direct and hybrid LoRA students, one epoch)
+#   synthetic training persons, TRL exports incl. the hybrid student's traces with the GRU's candidates) -> distill
+#   (configs/distill_laptop.yaml: joint, two_model, direct and hybrid LoRA students, one epoch)
 # and then the paper-claims tables over both datasets (configs/claims_laptop.yaml: 300 test persons per dataset).
 # Every step writes its own run directory under runs/ and is skipped when its metrics.json exists (a killed step
 # resumes: compile reuses its candidates, distill its latest checkpoint, claims its finished rows).
